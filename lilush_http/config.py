@@ -1,0 +1,139 @@
+"""Server configuration: the defaults of the Lua original, a deep merge, and checks.
+
+``validate`` returns an error message naming the key, or None; it never raises,
+so ``configure`` can hand a bad config back as ``(None, err)``.
+"""
+
+import copy
+import ipaddress
+import os
+
+from .log import LEVELS
+
+DEFAULTS = {
+    "ip": "127.0.0.1",
+    "port": 8080,
+    "backlog": 256,
+    "connection_limit": 64,
+    "requests_per_connection": 512,
+    "max_body_size": 5 * 1024 * 1024,
+    "request_line_limit": 8 * 1024,
+    "max_headers": 100,
+    "keepalive_idle_timeout": 15,
+    "request_header_timeout": 10,
+    "request_body_timeout": 30,
+    "response_send_timeout": 30,
+    "tls_handshake_timeout": 10,
+    "compression": {
+        "enabled": True,
+        "min_size": 4096,
+        "level": 6,
+        "types": [
+            "text/html", "text/plain", "text/css", "text/javascript",
+            "image/svg+xml", "application/json", "application/rss+xml",
+        ],
+    },
+    "log_level": "access",
+    "log_headers": ["referer", "x-real-ip", "user-agent"],
+    "ssl": None,
+}
+
+POSITIVE_INTS = ("backlog", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
+POSITIVE_NUMBERS = ("keepalive_idle_timeout", "request_header_timeout", "request_body_timeout",
+                    "response_send_timeout", "tls_handshake_timeout")
+
+
+def defaults():
+    """A fresh, independent copy of the default config."""
+    return copy.deepcopy(DEFAULTS)
+
+
+def merge(base, override):
+    """``base`` with ``override`` merged in, key by key for nested dicts; inputs untouched."""
+    merged = copy.deepcopy(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge(merged[key], value)
+        else:
+            merged[key] = copy.deepcopy(value)
+    return merged
+
+
+def _is_int(value):
+    return type(value) is int
+
+
+def _is_number(value):
+    return type(value) in (int, float)
+
+
+def validate(cfg):
+    """The first problem found in ``cfg``, as a message naming the key, or None."""
+    ip = cfg["ip"]
+    if not isinstance(ip, str) or not ip:
+        return "ip: expected an address string, got %r" % (ip,)
+    try:
+        ipaddress.ip_address(ip.strip("[]"))
+    except ValueError:
+        if ip != "localhost":
+            return "ip: %r is not an IPv4 or IPv6 address" % (ip,)
+    port = cfg["port"]
+    if not _is_int(port) or not 0 <= port <= 65535:
+        return "port: expected an integer from 0 to 65535, got %r" % (port,)
+    for key in POSITIVE_INTS:
+        if not _is_int(cfg[key]) or cfg[key] < 1:
+            return "%s: expected a positive integer, got %r" % (key, cfg[key])
+    if not _is_int(cfg["max_body_size"]) or cfg["max_body_size"] < 0:
+        return "max_body_size: expected an integer >= 0, got %r" % (cfg["max_body_size"],)
+    for key in POSITIVE_NUMBERS:
+        if not _is_number(cfg[key]) or not cfg[key] > 0:
+            return "%s: expected a positive number of seconds, got %r" % (key, cfg[key])
+    if cfg["log_level"] not in LEVELS:
+        return "log_level: expected one of %s, got %r" % (", ".join(sorted(LEVELS)), cfg["log_level"])
+    log_headers = cfg["log_headers"]
+    if not isinstance(log_headers, (list, tuple)) or not all(isinstance(h, str) for h in log_headers):
+        return "log_headers: expected a list of header names, got %r" % (log_headers,)
+    return _validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
+
+
+def _validate_compression(comp):
+    if not isinstance(comp, dict):
+        return "compression: expected a table, got %r" % (comp,)
+    if type(comp.get("enabled")) is not bool:
+        return "compression.enabled: expected true or false, got %r" % (comp.get("enabled"),)
+    if not _is_int(comp.get("min_size")) or comp["min_size"] < 0:
+        return "compression.min_size: expected an integer >= 0, got %r" % (comp.get("min_size"),)
+    if not _is_int(comp.get("level")) or not 0 <= comp["level"] <= 9:
+        return "compression.level: expected an integer from 0 to 9, got %r" % (comp.get("level"),)
+    types = comp.get("types")
+    if not isinstance(types, (list, tuple)) or not all(isinstance(t, str) for t in types):
+        return "compression.types: expected a list of content types, got %r" % (types,)
+    return None
+
+
+def _validate_ssl(ssl):
+    """The shape of the ssl table and that each named file exists (contexts: tls.py)."""
+    if ssl is None:
+        return None
+    if not isinstance(ssl, dict):
+        return "ssl: expected a table with default and hosts, got %r" % (ssl,)
+    unknown = set(ssl) - {"default", "hosts"}
+    if unknown:
+        return "ssl: unknown key %r (expected default and hosts)" % sorted(unknown)[0]
+    if not isinstance(ssl.get("default"), dict):
+        return "ssl.default: a default {cert, key} pair is required"
+    hosts = ssl.get("hosts") or {}
+    if not isinstance(hosts, dict):
+        return "ssl.hosts: expected a table of host names, got %r" % (hosts,)
+    pairs = [("ssl.default", ssl["default"])]
+    pairs += [("ssl.hosts[%r]" % name, pair) for name, pair in hosts.items()]
+    for where, pair in pairs:
+        if not isinstance(pair, dict):
+            return "%s: expected {cert, key}, got %r" % (where, pair)
+        for part in ("cert", "key"):
+            path = pair.get(part)
+            if not isinstance(path, str) or not path:
+                return "%s.%s: a file path is required" % (where, part)
+            if not os.path.isfile(path):
+                return "%s.%s: file not found: %s" % (where, part, path)
+    return None

@@ -1,0 +1,247 @@
+"""One accepted socket and its read buffer: the only place that reads or writes bytes.
+
+Every ``recv`` lands in the connection's buffer, and what one request leaves
+there (a pipelined next request) is kept for the next. Reads of a phase share
+one deadline, so a client trickling a byte at a time is cut when the phase's
+timeout runs out, not when a single read stalls.
+
+The handler sees this object as ``ctx["client"]``: it behaves like the socket
+(``recv`` hands out buffered bytes first) so a proxying handler can take over.
+"""
+
+import os
+import socket
+import time
+
+import _socket
+
+from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_head
+from .response import CONTINUE
+
+RECV_SIZE = 65536
+LINGER_SECONDS = 2.0
+LINGER_BYTES = 1024 * 1024
+
+monotonic = time.monotonic
+
+
+class ConnectionEnded(Exception):
+    """The client went away or ran out of time; ``str(exc)`` is the reference's error string."""
+
+    def __init__(self, message, phase_started=False):
+        super().__init__(message)
+        self.message = message
+        # True when part of a request had arrived, so a 408 is worth sending.
+        self.phase_started = phase_started
+
+
+class Connection:
+    """A client socket with the buffer that makes pipelining and proxying safe."""
+
+    __slots__ = ("sock", "buf", "idle", "idle_since", "linger", "closed", "sni")
+
+    def __init__(self, sock, sni=None):
+        self.sock = sock
+        self.buf = b""
+        self.idle = False  # blocked waiting for the first byte of a request
+        self.idle_since = 0.0
+        self.linger = False  # drain unread input before closing (after an error response)
+        self.closed = False
+        self.sni = sni
+
+    # -- reading a request -------------------------------------------------
+
+    def read_head(self, idle_timeout, header_timeout, limits):
+        """Read and parse the next request head; raises ConnectionEnded or HTTPError."""
+        buf = self.buf
+        if buf[:1] in (b"\r", b"\n"):
+            buf = buf.lstrip(b"\r\n")  # RFC 9112 section 2.2: ignore blank lines before a request
+        if not buf:
+            buf = self._wait_for_request(idle_timeout)
+        end = find_head_end(buf)
+        if end < 0:
+            buf, end = self._read_rest_of_head(buf, header_timeout, limits)
+        self.buf = buf[end:]
+        return parse_head(buf[:end], limits)
+
+    def _wait_for_request(self, timeout):
+        self.idle = True
+        self.idle_since = now = monotonic()
+        deadline = now + timeout
+        try:
+            while True:
+                data = self._recv(deadline, "keepalive timeout", False).lstrip(b"\r\n")
+                if data:
+                    return data
+        finally:
+            self.idle = False
+
+    def _read_rest_of_head(self, buf, timeout, limits):
+        deadline = monotonic() + timeout
+        start = lines = 0
+        end = -1
+        while end < 0:
+            start, lines = check_partial_head(buf, limits, start, lines)
+            searched = max(0, len(buf) - 3)
+            buf += self._recv(deadline, "request header timeout", True)
+            end = find_head_end(buf, searched)
+        return buf, end
+
+    def read_body(self, request, timeout, limits):
+        """The request body as bytes (None when the request has none).
+
+        Sends ``100 Continue`` first when the client asked for it and the body
+        is not already here.
+        """
+        if request.content_length is not None:
+            return self._read_exact(request.content_length, request.expect_continue, timeout)
+        if request.chunked:
+            return self._read_chunked(request.expect_continue, timeout, limits)
+        return None
+
+    def _read_exact(self, size, expect_continue, timeout):
+        buf = self.buf
+        if len(buf) >= size:
+            self.buf = buf[size:]
+            return buf[:size]
+        if expect_continue:
+            self.sendall(CONTINUE, timeout)
+        deadline = monotonic() + timeout
+        body = bytearray(size)
+        got = len(buf)
+        body[:got] = buf
+        self.buf = b""
+        with memoryview(body) as view:
+            while got < size:
+                got += self._recv_into(view[got:], deadline)
+        return bytes(body)
+
+    def _read_chunked(self, expect_continue, timeout, limits):
+        decoder = ChunkedDecoder(limits)
+        buf = self.buf
+        pos = decoder.feed(buf)
+        if not decoder.done:
+            if expect_continue:
+                self.sendall(CONTINUE, timeout)
+            deadline = monotonic() + timeout
+            while not decoder.done:
+                buf = buf[pos:] + self._recv(deadline, "request body timeout", True)
+                pos = decoder.feed(buf)
+        self.buf = buf[pos:]
+        return decoder.body
+
+    def _recv(self, deadline, timeout_message, phase_started):
+        sock = self.sock
+        try:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise socket.timeout
+            sock.settimeout(remaining)
+            data = sock.recv(RECV_SIZE)
+        except socket.timeout:
+            raise ConnectionEnded(timeout_message, phase_started) from None
+        except OSError:
+            raise ConnectionEnded("closed") from None
+        if not data:
+            raise ConnectionEnded("closed")
+        return data
+
+    def _recv_into(self, view, deadline):
+        try:
+            remaining = deadline - monotonic()
+            if remaining <= 0:
+                raise socket.timeout
+            self.sock.settimeout(remaining)
+            got = self.sock.recv_into(view)
+        except socket.timeout:
+            raise ConnectionEnded("request body timeout", True) from None
+        except OSError:
+            raise ConnectionEnded("closed") from None
+        if not got:
+            raise ConnectionEnded("closed")
+        return got
+
+    # -- writing -------------------------------------------------------------
+
+    def sendall(self, data, timeout=None):
+        """Send all of ``data`` within ``timeout`` seconds; raises ConnectionEnded."""
+        try:
+            self.sock.settimeout(timeout)
+            self.sock.sendall(data)
+        except socket.timeout:
+            raise ConnectionEnded("response send timeout") from None
+        except OSError:
+            raise ConnectionEnded("closed") from None
+
+    # -- the socket face handlers see ------------------------------------------
+
+    def recv(self, size, *flags):
+        """Like ``socket.recv``, but bytes already buffered come first."""
+        buf = self.buf
+        if buf:
+            self.buf = buf[size:]
+            return buf[:size]
+        return self.sock.recv(size, *flags)
+
+    def recv_into(self, buffer, nbytes=0, *flags):
+        """Like ``socket.recv_into``, but bytes already buffered come first."""
+        buf = self.buf
+        if buf:
+            size = min(len(buffer), nbytes or len(buffer), len(buf))
+            buffer[:size] = buf[:size]
+            self.buf = buf[size:]
+            return size
+        return self.sock.recv_into(buffer, nbytes, *flags)
+
+    def __getattr__(self, name):
+        return getattr(self.sock, name)
+
+    # -- ending ----------------------------------------------------------------
+
+    def evict(self):
+        """Wake an idle reader with end-of-file so its connection ends and frees its slot."""
+        _shutdown(self.sock, socket.SHUT_RD)
+
+    def close(self):
+        """Close the socket; after an error response, first drain what the client still
+        sends (bounded), so the response is not destroyed by a TCP reset."""
+        if self.closed:
+            return
+        self.closed = True
+        sock = self.sock
+        if self.linger:
+            try:
+                _shutdown(sock, socket.SHUT_WR)
+                deadline = monotonic() + LINGER_SECONDS
+                drained = 0
+                while drained < LINGER_BYTES:
+                    remaining = deadline - monotonic()
+                    if remaining <= 0:
+                        break
+                    sock.settimeout(remaining)
+                    data = sock.recv(RECV_SIZE)
+                    if not data:
+                        break
+                    drained += len(data)
+            except (OSError, ValueError):
+                pass
+        try:
+            sock.close()
+        except OSError:
+            pass
+
+
+def _shutdown(sock, how):
+    """shutdown() through a duplicate descriptor: it acts on the connection itself,
+    works for TLS sockets too (whose own shutdown() would drop the TLS state),
+    and wakes a greenlet blocked on the socket."""
+    try:
+        dup = _socket.socket(fileno=os.dup(sock.fileno()))
+    except (OSError, ValueError):
+        return
+    try:
+        dup.shutdown(how)
+    except OSError:
+        pass
+    finally:
+        dup.close()

@@ -1,0 +1,330 @@
+"""The Lilush ``http.server`` API on gevent: new, configure, serve, process_request.
+
+A ``gevent.server.StreamServer`` with a ``gevent.pool.Pool(connection_limit)``
+hands each accepted socket to a greenlet that loops ``process_request`` for as
+long as the connection is kept alive. Failures are returned Lua-style as
+``(None, "message")``, never raised.
+"""
+
+import logging
+import socket
+import threading
+import time
+import traceback
+import weakref
+
+import gevent
+from gevent.event import Event
+from gevent.pool import Pool
+from gevent.server import StreamServer
+from gevent.socket import wait_read
+
+from . import config as configuration
+from .connection import Connection, ConnectionEnded
+from .log import ACCESS, LEVELS, Logger, ensure_output
+from .request import HTTPError, Limits
+from .response import ResponseError, error_response, render
+
+logger = logging.getLogger("lilush_http")
+access_logger = logging.getLogger("lilush_http.access")
+
+
+def sample_handle(method, query, args, headers, body, ctx):
+    """The handler used when none is given, as in Lilush."""
+    return "Hi there!", 200, {}
+
+
+def new(config=None, handle=None):
+    """Create a server: ``(server, None)``, or ``(None, err)`` when the config is wrong."""
+    if handle is not None and not callable(handle):
+        return None, "handle: expected a function, got %r" % (handle,)
+    server = Server(handle or sample_handle)
+    ok, err = server.configure(config or {})
+    if not ok:
+        return None, err
+    return server, None
+
+
+class Server:
+    """An HTTP/1.1 server; ``cfg`` is the merged config, the same dict handlers see as ctx["cfg"]."""
+
+    def __init__(self, handle):
+        self.handle = handle
+        self.cfg = configuration.defaults()
+        self.logger = Logger(logger)
+        self.redis = None
+        self._limits = Limits.from_config(self.cfg)
+        self._server = None
+        self._pool = None
+        self._connections = set()
+        self._room_maker = None
+        self._waiting = False  # a client waits in the backlog while every slot is taken
+        self._stopping = False
+        self._stopped = None
+        self._loop_thread = None
+        self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
+        self._stop_request = None  # (timeout, threading.Event) of such a stop()
+        self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
+        self._access = Logger(access_logger)
+        ensure_output(logger)
+
+    # -- configuration ---------------------------------------------------------
+
+    def configure(self, config):
+        """Deep-merge ``config`` into the current one and check every value.
+
+        Returns ``(True, None)``, or ``(None, err)`` leaving the current config as it was.
+        """
+        if not isinstance(config, dict):
+            return None, "config: expected a table, got %r" % (config,)
+        try:
+            merged = configuration.merge(self.cfg, config)
+        except Exception as exc:  # e.g. a value deepcopy cannot copy
+            return None, "config: %s" % exc
+        err = configuration.validate(merged)
+        if err:
+            return None, err
+        self.cfg.clear()
+        self.cfg.update(merged)
+        self._limits = Limits.from_config(self.cfg)
+        logger.setLevel(LEVELS[self.cfg["log_level"]])
+        return True, None
+
+    # -- serving -----------------------------------------------------------------
+
+    @property
+    def address(self):
+        """The bound ``(ip, port)`` while serving (port 0 in the config gives a free one), else None."""
+        if self._server is None or self._server.closed:
+            return None
+        return self._server.address[:2]
+
+    def serve(self):
+        """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``."""
+        cfg = self.cfg
+        ip, port = cfg["ip"], cfg["port"]
+        self._pool = Pool(cfg["connection_limit"])
+        self._stopping = False
+        self._stopped = Event()
+        server = StreamServer((ip.strip("[]"), port), self._serve_connection, spawn=self._pool,
+                              backlog=cfg["backlog"])
+        try:
+            server.start()
+        except OSError as exc:
+            return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
+        self._server = server
+        self._loop_thread = threading.get_ident()
+        self._stop_async = gevent.get_hub().loop.async_()
+        self._stop_async.start(lambda: gevent.spawn(self.stop, self._stop_request[0]))
+        bound = server.address
+        logger.info("lilush_http serving on http://%s:%d (connection_limit %d)",
+                    bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
+                    cfg["connection_limit"])
+        try:
+            self._stopped.wait()
+        finally:
+            self._stop_async.stop()
+            self._stop_async.close()
+            self._stop_async = None
+        return None, None
+
+    def stop(self, timeout=5):
+        """Stop accepting, close idle keep-alive connections, let requests in flight
+        finish (their responses carry ``Connection: close``) for up to ``timeout``
+        seconds, then end the rest. May be called from another thread."""
+        if self._server is None:
+            return
+        if self._loop_thread != threading.get_ident():
+            self._stop_request = (timeout, threading.Event())
+            self._stop_async.send()
+            self._stop_request[1].wait(timeout + 5)
+            return
+        if self._stopping:
+            return
+        self._stopping = True
+        server = self._server
+        server.close()
+        if self._room_maker is not None:
+            self._room_maker.kill(block=False)
+        for conn in list(self._connections):
+            if conn.idle:
+                conn.evict()
+        self._pool.join(timeout=timeout)
+        self._pool.kill(block=True, timeout=1)
+        self._server = None
+        logger.info("lilush_http stopped")
+        self._stopped.set()
+        if self._stop_request is not None:
+            self._stop_request[1].set()
+            self._stop_request = None
+
+    def _serve_connection(self, sock, address):
+        """One connection's greenlet: loop process_request, then close the socket."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        conn = Connection(sock)
+        self._connections.add(conn)
+        if self._pool.full() and self._room_maker is None:
+            self._room_maker = gevent.spawn(self._make_room)
+        client_ip = address[0] if isinstance(address, tuple) else str(address)
+        limit = self.cfg["requests_per_connection"]
+        count = 0
+        try:
+            while count < limit:
+                count += 1
+                state, err = self.process_request(conn, client_ip, count, self.redis)
+                if state != "keep-alive":
+                    if err and err != "closed":
+                        logger.debug("connection from %s ended: %s", client_ip, err)
+                    break
+                if self._stopping or (self._waiting and not conn.buf):
+                    # Make room for a client waiting in the backlog (or shut down):
+                    # this connection would only sit idle now.
+                    self._waiting = False
+                    break
+        except Exception:
+            logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
+        finally:
+            self._connections.discard(conn)
+            conn.close()
+
+    def _make_room(self):
+        """While every slot is taken: when a new client is waiting to be accepted, close
+        the connection that has been idle longest (as nginx does), or, when all
+        are busy, have the next one to finish a request close instead of idling."""
+        try:
+            listener = self._server.socket.fileno()
+            while not self._stopping and self._pool.full():
+                self._waiting = False
+                wait_read(listener)
+                if not self._pool.full():
+                    break
+                idle = [c for c in self._connections if c.idle]
+                if idle:
+                    min(idle, key=lambda c: c.idle_since).evict()
+                else:
+                    self._waiting = True
+                gevent.sleep(0.05)
+        except Exception:  # the listener closed under us: stop() is running
+            pass
+        finally:
+            self._waiting = False
+            self._room_maker = None
+
+    # -- one request ---------------------------------------------------------------
+
+    def process_request(self, client, client_ip, count, redis_module=None):
+        """Read one request from ``client``, run the handler, send the response.
+
+        Returns ``("keep-alive" | "close", None)``, or ``(None, err)`` when the
+        connection must end: "closed", "keepalive timeout", "request header
+        timeout", "request body timeout", "response send timeout", or what was
+        wrong with the request (after answering it with a 4xx/5xx).
+        """
+        conn = client if isinstance(client, Connection) else self._connection_for(client)
+        cfg = self.cfg
+        limits = self._limits
+        request = None
+        try:
+            request = conn.read_head(cfg["keepalive_idle_timeout"], cfg["request_header_timeout"], limits)
+            started = time.perf_counter()
+            body = conn.read_body(request, cfg["request_body_timeout"], limits) if request.has_body else None
+        except HTTPError as exc:
+            return self._refuse(conn, client_ip, request, exc.status, exc.message)
+        except ConnectionEnded as exc:
+            if exc.phase_started and exc.message.endswith("timeout"):
+                self._send_quietly(conn, error_response(408, exc.message))
+            return None, exc.message
+
+        headers = request.headers
+        forwarded_real_ip = headers.get("x-real-ip")
+        headers["x-client-ip"] = client_ip
+        if forwarded_real_ip is None:
+            headers["x-real-ip"] = client_ip
+        method = request.method
+        ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
+               "redis": redis_module, "count": count, "sni": conn.sni}
+        keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
+        try:
+            result = self.handle(method, request.query, request.args, headers, body, ctx)
+            keep_alive = keep_alive and not self._stopping
+            if result is None or type(result) is not tuple or not 1 <= len(result) <= 3:
+                raise ResponseError("handler returned %r; expected a tuple (content, status, headers)"
+                                    % (type(result).__name__ if result is not None else None,))
+            content, status, response_headers = result + (None,) * (3 - len(result))
+            if content is None and status is None and response_headers is None:
+                return "keep-alive", None  # the handler answered on the socket itself
+            if status is None:
+                status = 200
+            elif type(status) is int and status < 200:
+                keep_alive = False
+            data, keep_alive = render(status, response_headers, content, keep_alive,
+                                      request.version == "HTTP/1.0", method == "HEAD")
+        except ResponseError as exc:
+            logger.error("%s %s: %s", method, request.query, exc)
+            status, data, keep_alive = self._server_error(keep_alive, request)
+        except Exception:
+            logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
+            status, data, keep_alive = self._server_error(keep_alive, request)
+
+        try:
+            conn.sendall(data, cfg["response_send_timeout"])
+        except ConnectionEnded as exc:
+            return None, exc.message
+        if access_logger.isEnabledFor(ACCESS):
+            self._log_access(request, client_ip, status, len(data), started, forwarded_real_ip)
+        return ("keep-alive" if keep_alive else "close"), None
+
+    def _server_error(self, keep_alive, request):
+        data, keep_alive = render(500, {"content-type": "text/plain; charset=utf-8"},
+                                  "500 Internal Server Error\n", keep_alive,
+                                  request.version == "HTTP/1.0", request.method == "HEAD")
+        return 500, data, keep_alive
+
+    def _refuse(self, conn, client_ip, request, status, message):
+        """Answer a request that cannot be served, then end the connection."""
+        head = request is not None and request.method == "HEAD"
+        data = error_response(status, message, head)
+        conn.linger = True
+        self._send_quietly(conn, data)
+        logger.debug("refused request from %s: %d %s", client_ip, status, message)
+        if access_logger.isEnabledFor(ACCESS):
+            self._log_access(request, client_ip, status, len(data), None, None)
+        return None, message
+
+    def _send_quietly(self, conn, data):
+        try:
+            conn.sendall(data, 1.0)
+        except ConnectionEnded:
+            pass
+
+    def _connection_for(self, sock):
+        """The Connection (with its buffer) for a socket passed in by a direct caller."""
+        conn = self._direct.get(sock)
+        if conn is None:
+            conn = self._direct[sock] = Connection(sock)
+        return conn
+
+    def _log_access(self, request, client_ip, status, size, started, forwarded_real_ip):
+        headers = request.headers if request is not None else {}
+        entry = {
+            "vhost": headers.get("host", "-"),
+            "client_ip": client_ip,
+            "method": request.method if request is not None else "-",
+            "query": request.query if request is not None else "-",
+            "status": status,
+            "size": size,
+            "time": round(time.perf_counter() - started, 6) if started else 0,
+        }
+        forwarded_for = headers.get("x-forwarded-for")
+        if forwarded_for is not None:
+            entry["forwarded_for"] = forwarded_for
+        if forwarded_real_ip is not None:
+            entry["forwarded_real_ip"] = forwarded_real_ip
+        for name in self.cfg["log_headers"]:
+            value = headers.get(name)
+            if value is not None:
+                entry[name] = value
+        self._access.log(entry, "access")

@@ -1,0 +1,95 @@
+"""The response writer with plain values: no sockets."""
+
+import pytest
+
+from lilush_http.response import (CONTINUE, ResponseError, error_response, reason, render,
+                                  status_line)
+
+
+def split(data):
+    head, _, body = data.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    return lines[0], [line for line in lines[1:]], body
+
+
+def test_status_line_and_reasons():
+    assert status_line(200) == b"HTTP/1.1 200 OK\r\n"
+    assert status_line(413) == b"HTTP/1.1 413 Content Too Large\r\n"
+    assert status_line(299) == b"HTTP/1.1 299 Unknown\r\n"
+    assert reason(404) == "Not Found"
+    assert CONTINUE == b"HTTP/1.1 100 Continue\r\n\r\n"
+
+
+def test_default_headers_and_body():
+    data, keep_alive = render(200, {}, "hi", True)
+    first, lines, body = split(data)
+    assert first == "HTTP/1.1 200 OK" and body == b"hi" and keep_alive is True
+    names = [line.split(":")[0] for line in lines]
+    assert names == ["Date", "Server", "Content-Type", "Content-Length"]
+    assert "Content-Type: text/html" in lines and "Content-Length: 2" in lines
+
+
+def test_connection_header_by_version():
+    assert b"Connection: close\r\n\r\n" in render(200, None, "x", False)[0]
+    assert b"Connection: keep-alive\r\n\r\n" in render(200, None, "x", True, http10=True)[0]
+    assert b"Connection" not in render(200, None, "x", True)[0]
+
+
+def test_handler_connection_close_wins():
+    data, keep_alive = render(200, {"connection": "close"}, "x", True)
+    assert keep_alive is False
+    assert data.count(b"onnection") == 1 and b"Connection: close\r\n" in data
+
+
+def test_handler_content_length_is_replaced_by_the_real_one():
+    data, _ = render(200, {"content-length": "999"}, "abc", True)
+    assert b"Content-Length: 3\r\n" in data and b"999" not in data
+
+
+def test_head_keeps_length_of_the_get():
+    data, _ = render(200, {}, "abcdef", True, head=True)
+    first, lines, body = split(data)
+    assert "Content-Length: 6" in lines and body == b""
+    # A HEAD handler that returns no content but states the length keeps it.
+    data, _ = render(200, {"content-length": "1234"}, None, True, head=True)
+    assert b"content-length: 1234\r\n" in data and b"Content-Length: 0" not in data
+
+
+@pytest.mark.parametrize("status", [100, 204, 304])
+def test_no_body_statuses(status):
+    data, _ = render(status, {}, "body!", True)
+    assert not data.endswith(b"body!")
+    assert b"Content-Type" not in data
+    if status != 304:
+        assert b"Content-Length" not in data
+
+
+def test_set_cookie_list_and_own_date_server():
+    data, _ = render(200, {"set-cookie": ["a=1", "b=2"], "server": "mine"}, b"", True)
+    assert data.count(b"set-cookie: ") == 2
+    assert b"server: mine\r\n" in data and b"Server: lilush_http" not in data
+    assert b"Date: " in data
+
+
+@pytest.mark.parametrize("headers", [
+    {"x": "a\r\nb"}, {"x": "a\nb"}, {"x": "a\x00b"}, {"x": ["ok", "bad\r\n"]},
+    {"bad name": "v"}, {"bad:name": "v"}, {"": "v"}, {"x": 1.5}, {"x": None},
+])
+def test_unsafe_headers_refused(headers):
+    with pytest.raises(ResponseError):
+        render(200, headers, "x", True)
+
+
+@pytest.mark.parametrize("status", ["200", 99, 600, True, None, 200.0])
+def test_invalid_status_refused(status):
+    with pytest.raises(ResponseError):
+        render(status, {}, "x", True)
+
+
+def test_error_response_closes():
+    data = error_response(400, "Missing Host header")
+    first, lines, body = split(data)
+    assert first == "HTTP/1.1 400 Bad Request"
+    assert "Connection: close" in lines
+    assert body == b"400 Bad Request: Missing Host header\n"
+    assert error_response(400, "x", head=True).endswith(b"\r\n\r\n")
