@@ -1,0 +1,302 @@
+"""Request parsing, sans-I/O: bytes in, a :class:`Request` or an :class:`HTTPError` out.
+
+Nothing here touches a socket, so every rule is tested with plain byte strings.
+The connection loop (``connection.py``) feeds this module what it received.
+
+Line endings: CRLF, or a bare LF (RFC 9112 section 2.2 lets a recipient accept
+it, as nginx and h11 do). A bare CR anywhere in the head is rejected with 400.
+"""
+
+# RFC 9110 section 5.6.2: tchar, the characters allowed in a token (method, header name).
+TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+HEX_DIGITS = b"0123456789abcdefABCDEF"
+SUPPORTED_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+
+
+class HTTPError(Exception):
+    """A request the server refuses: ``status`` is sent back, ``message`` is the reason."""
+
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+class Limits:
+    """The parser's limits, taken from the server config once per configure."""
+
+    __slots__ = ("line", "headers", "body")
+
+    def __init__(self, line=8192, headers=100, body=5 * 1024 * 1024):
+        self.line = line
+        self.headers = headers
+        self.body = body
+
+    @classmethod
+    def from_config(cls, cfg):
+        return cls(cfg["request_line_limit"], cfg["max_headers"], cfg["max_body_size"])
+
+
+class Request:
+    """One parsed request head and how its body is framed."""
+
+    __slots__ = ("method", "target", "query", "args", "version", "headers",
+                 "keep_alive", "expect_continue", "content_length", "chunked")
+
+    def __init__(self, method, target, version, headers):
+        self.method = method
+        self.target = target
+        query, _, args = target.partition("?")
+        self.query = query or "/"
+        self.args = args
+        self.version = version
+        self.headers = headers
+        self.keep_alive = False
+        self.expect_continue = False
+        self.content_length = None  # int when the body is Content-Length framed
+        self.chunked = False
+
+    @property
+    def has_body(self):
+        return self.chunked or self.content_length is not None
+
+
+def find_head_end(buf, start=0):
+    """Index just past the blank line that ends the head in ``buf``, or -1.
+
+    ``start`` skips a prefix already known to hold no blank line.
+    """
+    crlf = buf.find(b"\n\r\n", start)
+    lf = buf.find(b"\n\n", start)
+    if lf >= 0 and (crlf < 0 or lf < crlf):
+        return lf + 2
+    if crlf >= 0:
+        return crlf + 3
+    return -1
+
+
+def check_partial_head(buf, limits, start=0, lines=0):
+    """Refuse an unfinished head early: an overlong line (413) or too many lines (431).
+
+    ``start`` and ``lines`` say where the previous check stopped (the start of
+    the last incomplete line) and how many lines it had seen; they are returned
+    for the next call, so a head that trickles in is scanned once in all.
+    """
+    line_limit = limits.line + 1  # the CR of a CRLF is part of the line here
+    while True:
+        nl = buf.find(b"\n", start)
+        if nl < 0:
+            break
+        if nl - start > line_limit:
+            raise HTTPError(413, "Request line or header line too long")
+        start = nl + 1
+        lines += 1
+        if lines > limits.headers + 1:
+            raise HTTPError(431, "Too many header lines")
+    if len(buf) - start > line_limit:
+        raise HTTPError(413, "Request line or header line too long")
+    return start, lines
+
+
+def parse_head(head, limits):
+    """Parse a complete head (request line, header lines, blank line) into a Request.
+
+    Raises HTTPError with the status to answer for anything malformed.
+    """
+    if not head.isascii():
+        raise HTTPError(400, "Non-ASCII byte in request head")
+    text = head.decode("ascii")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n")
+        if "\r" in text:
+            raise HTTPError(400, "Bare CR in request head")
+    if "\x00" in text:
+        raise HTTPError(400, "NUL byte in request head")
+    lines = text.split("\n")
+    # The head ends with a blank line, so the split leaves two empty strings.
+    del lines[-2:]
+    if len(lines) - 1 > limits.headers:
+        raise HTTPError(431, "Too many header lines")
+
+    line_limit = limits.line
+    request_line = lines[0]
+    if len(request_line) > line_limit:
+        raise HTTPError(413, "Request line too long")
+    parts = request_line.split(" ")
+    if len(parts) != 3:
+        raise HTTPError(400, "Unsupported protocol")
+    method, target, version = parts
+    if version not in SUPPORTED_VERSIONS:
+        raise HTTPError(400, "Unsupported protocol")
+    if not method or method.strip(TOKEN_CHARS):
+        raise HTTPError(400, "Invalid method")
+    if not target or not target.isprintable():
+        raise HTTPError(400, "Invalid request target")
+
+    headers = {}
+    for line in lines[1:]:
+        if len(line) > line_limit:
+            raise HTTPError(413, "Header line too long")
+        name, colon, value = line.partition(":")
+        if not colon or not name:
+            raise HTTPError(400, "Malformed header line")
+        if name.strip(TOKEN_CHARS):
+            # Also catches obs-fold continuation lines and whitespace before the colon.
+            raise HTTPError(400, "Invalid header name")
+        value = value.strip(" \t")
+        if not value.isprintable() and not value.replace("\t", " ").isprintable():
+            raise HTTPError(400, "Control character in header value")
+        name = name.lower()
+        if name in headers:
+            if name == "host":
+                raise HTTPError(400, "Duplicate Host header")
+            headers[name] = headers[name] + ", " + value
+        else:
+            headers[name] = value
+
+    request = Request(method, target, version, headers)
+    _frame_body(request, limits)
+    if "host" not in headers:
+        raise HTTPError(400, "Missing Host header")
+    _connection_options(request)
+    return request
+
+
+def _frame_body(request, limits):
+    """Decide how the body is delimited; refuse anything that could be smuggled."""
+    headers = request.headers
+    te = headers.get("transfer-encoding")
+    cl = headers.get("content-length")
+    if te is not None:
+        if cl is not None:
+            raise HTTPError(400, "Both Content-Length and Transfer-Encoding")
+        if request.version != "HTTP/1.1":
+            raise HTTPError(400, "Transfer-Encoding in an HTTP/1.0 request")
+        if te != "chunked":
+            raise HTTPError(501, "Unsupported Transfer-Encoding")
+        request.chunked = True
+        return
+    if cl is None:
+        return
+    values = {v.strip(" \t") for v in cl.split(",")}
+    if len(values) != 1:
+        raise HTTPError(400, "Conflicting Content-Length values")
+    value = values.pop()
+    if not value.isdigit():
+        raise HTTPError(400, "Invalid Content-Length")
+    if len(value) > 18 or int(value) > limits.body:
+        raise HTTPError(413, "Request body too large")
+    request.content_length = int(value)
+
+
+def _connection_options(request):
+    """Keep-alive per RFC 9112 section 9.3, and the Expect header."""
+    headers = request.headers
+    tokens = headers.get("connection")
+    tokens = {t.strip(" \t").lower() for t in tokens.split(",")} if tokens else ()
+    if request.version == "HTTP/1.1":
+        request.keep_alive = "close" not in tokens
+    else:
+        request.keep_alive = "keep-alive" in tokens
+    expect = headers.get("expect")
+    if expect is not None:
+        if expect.lower() != "100-continue":
+            raise HTTPError(417, "Unsupported expectation")
+        request.expect_continue = request.version == "HTTP/1.1" and request.has_body
+
+
+class ChunkedDecoder:
+    """Decodes a chunked body incrementally from a growing buffer.
+
+    ``feed(buf, pos)`` consumes what it can from ``buf[pos:]`` and returns the
+    new position; ``done`` turns true after the last chunk and its trailers,
+    which are read and dropped. Chunk extensions are ignored.
+    """
+
+    __slots__ = ("limits", "parts", "size", "remaining", "state", "trailers")
+
+    SIZE, DATA, DATA_END, TRAILER, DONE = range(5)
+
+    def __init__(self, limits):
+        self.limits = limits
+        self.parts = []
+        self.size = 0
+        self.remaining = 0
+        self.state = self.SIZE
+        self.trailers = 0
+
+    @property
+    def done(self):
+        return self.state == self.DONE
+
+    @property
+    def body(self):
+        return b"".join(self.parts)
+
+    def feed(self, buf, pos=0):
+        end = len(buf)
+        while pos < end:
+            state = self.state
+            if state == self.DATA:
+                take = min(self.remaining, end - pos)
+                self.parts.append(buf[pos:pos + take])
+                pos += take
+                self.remaining -= take
+                if not self.remaining:
+                    self.state = self.DATA_END
+            elif state == self.DATA_END:
+                if buf[pos:pos + 1] == b"\n":
+                    pos += 1
+                elif end - pos < 2:
+                    break
+                elif buf[pos:pos + 2] == b"\r\n":
+                    pos += 2
+                else:
+                    raise HTTPError(400, "Missing CRLF after chunk data")
+                self.state = self.SIZE
+            elif state == self.DONE:
+                break
+            else:
+                line, pos = self._line(buf, pos)
+                if line is None:
+                    break
+                if state == self.SIZE:
+                    self._size_line(line)
+                elif not line:
+                    self.state = self.DONE
+                else:
+                    self.trailers += 1
+                    if self.trailers > self.limits.headers:
+                        raise HTTPError(431, "Too many trailer lines")
+        return pos
+
+    def _line(self, buf, pos):
+        nl = buf.find(b"\n", pos)
+        if nl < 0:
+            # + 1: the unfinished line may end with the CR of its CRLF.
+            if len(buf) - pos > self.limits.line + 1:
+                raise HTTPError(400, "Chunk size or trailer line too long")
+            return None, pos
+        line = buf[pos:nl]
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if len(line) > self.limits.line:
+            raise HTTPError(400, "Chunk size or trailer line too long")
+        if b"\r" in line or b"\x00" in line:
+            raise HTTPError(400, "Control character in chunked framing")
+        return line, nl + 1
+
+    def _size_line(self, line):
+        digits, _, _extension = line.partition(b";")
+        digits = digits.rstrip(b" \t")
+        if not digits or len(digits) > 16 or digits.strip(HEX_DIGITS):
+            raise HTTPError(400, "Invalid chunk size")
+        size = int(digits, 16)
+        if self.size + size > self.limits.body:
+            raise HTTPError(413, "Request body too large")
+        self.size += size
+        if size:
+            self.remaining = size
+            self.state = self.DATA
+        else:
+            self.state = self.TRAILER
