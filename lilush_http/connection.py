@@ -14,9 +14,10 @@ import socket
 import time
 
 import _socket
+from gevent.socket import wait_write
 
 from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_head
-from .response import CONTINUE
+from .response import CONTINUE, LAST_CHUNK, chunk, to_bytes, ResponseError
 
 RECV_SIZE = 65536
 LINGER_SECONDS = 2.0
@@ -35,13 +36,24 @@ class ConnectionEnded(Exception):
         self.phase_started = phase_started
 
 
+class StreamFailed(Exception):
+    """A streamed body could not be produced; ``started`` tells whether the head
+    (and perhaps part of the body) already went out."""
+
+    def __init__(self, message, started):
+        super().__init__(message)
+        self.message = message
+        self.started = started
+
+
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "buf", "idle", "idle_since", "linger", "closed", "sni")
+    __slots__ = ("sock", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls")
 
-    def __init__(self, sock, sni=None):
+    def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
+        self.tls = tls
         self.buf = b""
         self.idle = False  # blocked waiting for the first byte of a request
         self.idle_since = 0.0
@@ -172,6 +184,90 @@ class Connection:
             raise ConnectionEnded("response send timeout") from None
         except OSError:
             raise ConnectionEnded("closed") from None
+
+    def send_stream(self, head, chunks, chunked, length, encoder, timeout):
+        """Send ``head``, then each piece of the iterator ``chunks`` as soon as it is
+        produced (the head leaves with the first piece). Returns the bytes sent.
+
+        ``chunked`` frames each piece; ``length`` (when not chunked) is the
+        promised Content-Length, held to exactly; ``encoder`` compresses.
+        Raises StreamFailed when the iterator raises or breaks its promise
+        (the terminating chunk is then never sent), ConnectionEnded when the
+        client goes away.
+        """
+        pending = head
+        sent = 0
+        body_bytes = 0
+        while True:
+            try:
+                piece = next(chunks)
+            except StopIteration:
+                break
+            except Exception as exc:
+                raise StreamFailed("response stream raised %s: %s" % (type(exc).__name__, exc),
+                                   not pending) from exc
+            try:
+                data = to_bytes(piece)
+            except ResponseError as exc:
+                raise StreamFailed("response stream: %s" % exc, not pending) from None
+            if encoder is not None:
+                data = encoder.compress(data)
+            if not data:
+                continue
+            body_bytes += len(data)
+            if length is not None and body_bytes > length:
+                raise StreamFailed("response stream produced more than its content-length %d" % length,
+                                   not pending)
+            if chunked:
+                data = chunk(data)
+            self.sendall(pending + data if pending else data, timeout)
+            sent += len(pending) + len(data)
+            pending = b""
+        if length is not None and body_bytes < length:
+            raise StreamFailed("response stream produced %d of its content-length %d" % (body_bytes, length),
+                               not pending)
+        tail = encoder.finish() if encoder is not None else b""
+        if chunked:
+            tail = (chunk(tail) if tail else b"") + LAST_CHUNK
+        self.sendall(pending + tail, timeout)
+        return sent + len(pending) + len(tail)
+
+    def send_file(self, head, file, size, timeout):
+        """Send ``head`` and ``size`` bytes of ``file`` from its current position with
+        ``os.sendfile`` (zero-copy; plain sockets only). Returns the bytes sent."""
+        sock = self.sock
+        out_fd = sock.fileno()
+        in_fd = file.fileno()
+        offset = file.tell()
+        deadline = monotonic() + timeout
+        remaining = size
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # head and data share packets
+            self.sendall(head, timeout)
+            while remaining > 0:
+                try:
+                    done = os.sendfile(out_fd, in_fd, offset, min(remaining, 1 << 24))
+                except BlockingIOError:
+                    left = deadline - monotonic()
+                    if left <= 0:
+                        raise ConnectionEnded("response send timeout") from None
+                    try:
+                        wait_write(out_fd, timeout=left)
+                    except socket.timeout:
+                        raise ConnectionEnded("response send timeout") from None
+                    continue
+                except OSError:
+                    raise ConnectionEnded("closed") from None
+                if done == 0:
+                    raise StreamFailed("file ended %d bytes before its size" % remaining, True)
+                offset += done
+                remaining -= done
+        finally:
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 0)
+            except OSError:
+                pass
+        return len(head) + size
 
     # -- the socket face handlers see ------------------------------------------
 

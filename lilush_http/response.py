@@ -1,7 +1,8 @@
 """Response writing, sans-I/O: a handler's (content, status, headers) in, wire bytes out.
 
 Status line with its reason phrase, CRLF everywhere, Date and Server, an exact
-Content-Length, no body where HTTP forbids one. What the handler returns is
+Content-Length (or chunked framing for streamed bodies), compression when
+negotiated, no body where HTTP forbids one. What the handler returns is
 checked here; anything that cannot be sent safely raises ResponseError, which
 the server turns into a 500.
 """
@@ -10,6 +11,7 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
+from .compression import compress
 from .request import TOKEN_CHARS
 
 SERVER_NAME = "lilush_http"
@@ -102,68 +104,134 @@ def header_lines(headers):
     return "".join(out), {name.lower() for name in headers}
 
 
-def render(status, headers, content, keep_alive, http10=False, head=False):
+OWNED = frozenset(("connection", "content-length", "transfer-encoding"))
+LAST_CHUNK = b"0\r\n\r\n"
+
+
+def chunk(data):
+    """One chunk of a chunked body (``data`` must not be empty: that ends the body)."""
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def render(status, headers, content, keep_alive, http10=False, head=False,
+           accept_encoding=None, compression=None):
     """The complete response as bytes, and whether the connection stays open.
 
     ``keep_alive`` is the request's wish; a handler header ``connection: close``
     overrides it. ``head`` sends the headers a GET would get, without the body.
+    ``compression`` (a compression.Policy) and the request's ``accept_encoding``
+    decide whether the body is compressed.
     """
     status = check_status(status)
     body = to_bytes(content)
-    text, names = header_lines(headers)
-    if names:
-        if "connection" in names or "content-length" in names:
-            text, keep_alive, kept_length = _owned_headers(text, keep_alive, body, status, head)
-            names = names - {"connection"} if kept_length else names - {"connection", "content-length"}
-        if "date" in names or "server" in names:
-            if "date" not in names:
-                text = "Date: %s\r\n" % formatdate(usegmt=True) + text
-            if "server" not in names:
-                text = "Server: %s\r\n" % SERVER_NAME + text
-        else:
-            text = date_header() + text
-    else:
-        text = date_header()
+    text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
     if body_allowed(status):
+        if compression is not None and "content-encoding" not in names:
+            ctype = _value(headers, "content-type") if "content-type" in names else "text/html"
+            coding, vary = compression.choose(accept_encoding, ctype, len(body))
+            if coding is not None:
+                body = compress(body, coding, compression.level)
+                text += "Content-Encoding: %s\r\n" % coding
+            if vary:
+                text += "Vary: Accept-Encoding\r\n"
         if "content-type" not in names:
             text += "Content-Type: text/html\r\n"
-        if "content-length" not in names:
-            text += "Content-Length: %d\r\n" % len(body)
+        if body or stated_length is None or not head:
+            stated_length = len(body)
+        text += "Content-Length: %d\r\n" % stated_length
     else:
         body = b""
+        if status == 304 and stated_length is not None:
+            text += "Content-Length: %d\r\n" % stated_length
+    head_bytes = status_line(status) + _finish(text, names, keep_alive, http10)
+    if head or not body:
+        return head_bytes, keep_alive
+    return head_bytes + body, keep_alive
+
+
+def render_stream_head(status, headers, keep_alive, http10=False, head=False,
+                       accept_encoding=None, compression=None, size=None):
+    """The head of a streamed response: (bytes, keep_alive, chunked, coding, length).
+
+    The body is framed by the handler's ``content-length`` (or ``size``, a
+    file's length) when known and not compressed; otherwise by chunked
+    encoding (HTTP/1.1) or by closing the connection (HTTP/1.0).
+    """
+    status = check_status(status)
+    text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
+    chunked = False
+    coding = length = None
+    if body_allowed(status):
+        length = stated_length if stated_length is not None else size
+        if compression is not None and "content-encoding" not in names and stated_length is None:
+            ctype = _value(headers, "content-type") if "content-type" in names else "text/html"
+            coding, vary = compression.choose(accept_encoding, ctype, size)
+            if coding is not None:
+                length = None
+                text += "Content-Encoding: %s\r\n" % coding
+            if vary:
+                text += "Vary: Accept-Encoding\r\n"
+        if "content-type" not in names:
+            text += "Content-Type: text/html\r\n"
+        if length is not None:
+            text += "Content-Length: %d\r\n" % length
+        elif http10:
+            keep_alive = False  # the end of the body is the end of the connection
+        else:
+            chunked = True
+            text += "Transfer-Encoding: chunked\r\n"
+    head = status_line(status) + _finish(text, names, keep_alive, http10)
+    return head, keep_alive, chunked, coding, length
+
+
+def _handler_headers(headers, keep_alive):
+    """The handler's header lines without the ones the server owns (Connection,
+    Content-Length, Transfer-Encoding), plus what those said:
+    (text, names, keep_alive, stated content length or None)."""
+    text, names = header_lines(headers)
+    stated_length = None
+    if names and not OWNED.isdisjoint(names):
+        kept = []
+        for line in text.split("\r\n")[:-1]:
+            name, _, value = line.partition(": ")
+            lname = name.lower()
+            if lname == "connection":
+                if "close" in value.lower():
+                    keep_alive = False
+            elif lname == "content-length":
+                if value.isdigit() and stated_length is None:
+                    stated_length = int(value)
+            elif lname != "transfer-encoding":
+                kept.append(line + "\r\n")
+        text = "".join(kept)
+        names = names - OWNED
+    return text, names, keep_alive, stated_length
+
+
+def _value(headers, name):
+    """A handler header's value by lower-case name, whatever case the handler used."""
+    value = headers.get(name)
+    if value is None:
+        value = next(v for k, v in headers.items() if k.lower() == name)
+    return value if isinstance(value, str) else str(value)
+
+
+def _finish(text, names, keep_alive, http10):
+    """Date/Server (unless the handler set them), Connection, the blank line; encoded."""
+    if "date" in names or "server" in names:
+        if "date" not in names:
+            text = "Date: %s\r\n" % formatdate(usegmt=True) + text
+        if "server" not in names:
+            text = "Server: %s\r\n" % SERVER_NAME + text
+    else:
+        text = date_header() + text
     if not keep_alive:
         text += "Connection: close\r\n\r\n"
     elif http10:
         text += "Connection: keep-alive\r\n\r\n"
     else:
         text += "\r\n"
-    head_bytes = status_line(status) + text.encode("utf-8")
-    if head or not body:
-        return head_bytes, keep_alive
-    return head_bytes + body, keep_alive
-
-
-def _owned_headers(text, keep_alive, body, status, head):
-    """Drop the handler's Connection header (honouring its ``close``) and its
-    Content-Length, unless that describes a body not sent here (HEAD, 304).
-
-    Returns (text, keep_alive, whether the handler's Content-Length was kept).
-    """
-    kept = []
-    kept_length = False
-    for line in text.split("\r\n")[:-1]:
-        name, _, value = line.partition(": ")
-        lname = name.lower()
-        if lname == "connection":
-            if "close" in value.lower():
-                keep_alive = False
-            continue
-        if lname == "content-length":
-            if body or not (head or status == 304) or not value.isdigit() or kept_length:
-                continue
-            kept_length = True
-        kept.append(line + "\r\n")
-    return "".join(kept), keep_alive, kept_length
+    return text.encode("utf-8")
 
 
 def error_response(status, message, head=False):

@@ -6,8 +6,11 @@ long as the connection is kept alive. Failures are returned Lua-style as
 ``(None, "message")``, never raised.
 """
 
+import io
 import logging
+import os
 import socket
+import stat as statmodule
 import threading
 import time
 import traceback
@@ -20,13 +23,17 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
-from .connection import Connection, ConnectionEnded
+from .compression import Policy, StreamEncoder
+from .connection import Connection, ConnectionEnded, StreamFailed
 from .log import ACCESS, LEVELS, Logger, ensure_output
 from .request import HTTPError, Limits
-from .response import ResponseError, error_response, render
+from .response import ResponseError, body_allowed, error_response, render, render_stream_head
 
 logger = logging.getLogger("lilush_http")
 access_logger = logging.getLogger("lilush_http.access")
+
+FIXED_CONTENT = (str, bytes, bytearray, memoryview)
+FILE_BLOCK = 256 * 1024
 
 
 def sample_handle(method, query, args, headers, body, ctx):
@@ -54,6 +61,7 @@ class Server:
         self.logger = Logger(logger)
         self.redis = None
         self._limits = Limits.from_config(self.cfg)
+        self._compression = Policy(self.cfg["compression"])
         self._server = None
         self._pool = None
         self._connections = set()
@@ -87,6 +95,7 @@ class Server:
         self.cfg.clear()
         self.cfg.update(merged)
         self._limits = Limits.from_config(self.cfg)
+        self._compression = Policy(self.cfg["compression"])
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
 
@@ -260,8 +269,21 @@ class Server:
                 status = 200
             elif type(status) is int and status < 200:
                 keep_alive = False
-            data, keep_alive = render(status, response_headers, content, keep_alive,
-                                      request.version == "HTTP/1.0", method == "HEAD")
+            if content is None or isinstance(content, FIXED_CONTENT):
+                data, keep_alive = render(status, response_headers, content, keep_alive,
+                                          request.version == "HTTP/1.0", method == "HEAD",
+                                          headers.get("accept-encoding"), self._compression)
+            else:
+                data = None
+                size, keep_alive = self._send_streamed(conn, request, content, status,
+                                                       response_headers, keep_alive)
+        except ConnectionEnded as exc:
+            return None, exc.message
+        except StreamFailed as exc:
+            logger.error("%s %s: %s", method, request.query, exc.message)
+            if exc.started:  # too late for a 500: end the connection, the client sees the truncation
+                return None, exc.message
+            status, data, keep_alive = self._server_error(keep_alive, request)
         except ResponseError as exc:
             logger.error("%s %s: %s", method, request.query, exc)
             status, data, keep_alive = self._server_error(keep_alive, request)
@@ -269,13 +291,53 @@ class Server:
             logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             status, data, keep_alive = self._server_error(keep_alive, request)
 
-        try:
-            conn.sendall(data, cfg["response_send_timeout"])
-        except ConnectionEnded as exc:
-            return None, exc.message
+        if data is not None:
+            try:
+                conn.sendall(data, cfg["response_send_timeout"])
+            except ConnectionEnded as exc:
+                return None, exc.message
+            size = len(data)
         if access_logger.isEnabledFor(ACCESS):
-            self._log_access(request, client_ip, status, len(data), started, forwarded_real_ip)
+            self._log_access(request, client_ip, status, size, started, forwarded_real_ip)
         return ("keep-alive" if keep_alive else "close"), None
+
+    def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
+        """Send an iterable or file body as it is produced: (bytes sent, keep_alive).
+
+        Files of known size go out with sendfile when nothing needs encoding;
+        everything else is chunked (HTTP/1.1) or closed-delimited (HTTP/1.0).
+        ``content.close()`` is called in every case, also when the client left.
+        """
+        try:
+            size = None
+            if hasattr(content, "read"):
+                size = _file_size(content)
+                chunks = _read_blocks(content)
+            else:
+                try:
+                    chunks = iter(content)
+                except TypeError:
+                    raise ResponseError("handler returned content of type %s; expected str, bytes, "
+                                        "None, an iterable or a file" % type(content).__name__) from None
+            timeout = self.cfg["response_send_timeout"]
+            head_only = request.method == "HEAD"
+            head, keep_alive, chunked, coding, length = render_stream_head(
+                status, response_headers, keep_alive, request.version == "HTTP/1.0", head_only,
+                request.headers.get("accept-encoding"), self._compression, size)
+            if head_only or not body_allowed(status):
+                conn.sendall(head, timeout)
+                return len(head), keep_alive
+            if size is not None and length == size and coding is None and not conn.tls:
+                return conn.send_file(head, content, size, timeout), keep_alive
+            encoder = StreamEncoder(coding, self._compression.level) if coding else None
+            return conn.send_stream(head, chunks, chunked, length, encoder, timeout), keep_alive
+        finally:
+            close = getattr(content, "close", None)
+            if close is not None:
+                try:
+                    close()
+                except Exception:
+                    logger.error("closing the response body failed:\n%s", traceback.format_exc())
 
     def _server_error(self, keep_alive, request):
         data, keep_alive = render(500, {"content-type": "text/plain; charset=utf-8"},
@@ -328,3 +390,22 @@ class Server:
             if value is not None:
                 entry[name] = value
         self._access.log(entry, "access")
+
+
+def _file_size(f):
+    """Bytes left from the file's position, or None when it is not a regular file."""
+    try:
+        stat = os.fstat(f.fileno())
+        if not statmodule.S_ISREG(stat.st_mode):
+            return None
+        return max(0, stat.st_size - f.tell())
+    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
+        return None
+
+
+def _read_blocks(f):
+    while True:
+        block = f.read(FILE_BLOCK)
+        if not block:
+            return
+        yield block

@@ -52,7 +52,7 @@ def test_head_keeps_length_of_the_get():
     assert "Content-Length: 6" in lines and body == b""
     # A HEAD handler that returns no content but states the length keeps it.
     data, _ = render(200, {"content-length": "1234"}, None, True, head=True)
-    assert b"content-length: 1234\r\n" in data and b"Content-Length: 0" not in data
+    assert b"Content-Length: 1234\r\n" in data and b"Content-Length: 0" not in data
 
 
 @pytest.mark.parametrize("status", [100, 204, 304])

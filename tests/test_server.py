@@ -436,6 +436,9 @@ def test_access_log_entry(live_server, caplog):
     caplog.set_level(logging.DEBUG, logger="lilush_http")
     requests.get(live.url + "/page?q=1", headers={"Referer": "http://r/", "User-Agent": "ua/1",
                                                    "X-Forwarded-For": "1.2.3.4", "X-Real-IP": "1.2.3.4"})
+    deadline = time.monotonic() + 2  # the entry is written just after the response is sent
+    while not [r for r in caplog.records if r.name == "lilush_http.access"] and time.monotonic() < deadline:
+        time.sleep(0.01)
     records = [r for r in caplog.records if r.name == "lilush_http.access"]
     assert len(records) == 1 and records[0].levelname == "ACCESS"
     entry = json.loads(records[0].getMessage())

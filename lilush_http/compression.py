@@ -1,0 +1,119 @@
+"""Content codings, sans-I/O: Accept-Encoding negotiation and the gzip/deflate/br encoders.
+
+Negotiation follows RFC 9110 section 12.5.3: q-values, ``*``, ``identity;q=0``;
+at equal weight gzip is preferred over deflate, and br (only when the
+``brotli`` package is installed) is used only when the client ranks it higher.
+``deflate`` is the zlib format (RFC 1950), which is what clients expect.
+"""
+
+import functools
+import zlib
+
+try:
+    import brotli
+except ImportError:  # optional: without it, gzip and deflate only
+    brotli = None
+
+PREFERENCE = ("gzip", "deflate", "br") if brotli is not None else ("gzip", "deflate")
+ALIASES = {"x-gzip": "gzip"}
+_WBITS = {"gzip": 31, "deflate": 15}
+
+
+def parse_accept_encoding(value):
+    """``{coding: q}`` from an Accept-Encoding value; malformed entries are skipped."""
+    weights = {}
+    for entry in value.split(","):
+        coding, *params = entry.split(";")
+        coding = coding.strip(" \t").lower()
+        if not coding:
+            continue
+        q = 1.0
+        for param in params:
+            name, _, raw = param.strip(" \t").partition("=")
+            if name.strip().lower() == "q":
+                try:
+                    q = float(raw.strip())
+                except ValueError:
+                    q = -1.0
+                if not 0.0 <= q <= 1.0:
+                    break
+        else:
+            coding = ALIASES.get(coding, coding)
+            weights[coding] = max(q, weights.get(coding, 0.0))
+    return weights
+
+
+def negotiate(accept_encoding):
+    """The coding to use (or None) for this Accept-Encoding, and whether the
+    client accepts an uncompressed body at all."""
+    if accept_encoding is None:
+        return None, True  # no header: no preference, send as is
+    weights = parse_accept_encoding(accept_encoding)
+    star = weights.get("*")
+    identity = weights.get("identity", star if star is not None else 1.0)
+    best, best_q = None, 0.0
+    for coding in PREFERENCE:
+        q = weights.get(coding, star if star is not None else 0.0)
+        if q > best_q:
+            best, best_q = coding, q
+    if best is not None and best_q < identity:
+        best = None  # the client ranks the uncompressed body higher
+    return best, identity > 0.0
+
+
+class Policy:
+    """The ``compression`` config: which responses get compressed, and how hard."""
+
+    __slots__ = ("enabled", "min_size", "level", "types")
+
+    def __init__(self, cfg):
+        self.enabled = cfg["enabled"]
+        self.min_size = cfg["min_size"]
+        self.level = cfg["level"]
+        self.types = frozenset(t.lower() for t in cfg["types"])
+
+    def choose(self, accept_encoding, content_type, size):
+        """(coding or None, vary): vary is true when the answer depends on Accept-Encoding.
+
+        ``size`` None means a streamed body of unknown length (min_size does
+        not apply). A client that refuses identity gets a coding whatever the size.
+        """
+        if not self.enabled:
+            return None, False
+        if content_type.partition(";")[0].strip(" \t").lower() not in self.types:
+            return None, False
+        coding, identity_ok = negotiate(accept_encoding)
+        if coding is None or (size is not None and size < self.min_size and identity_ok):
+            return None, True
+        return coding, True
+
+
+def compress(data, coding, level):
+    """``data`` encoded whole with ``coding``."""
+    if coding == "br":
+        return brotli.compress(data, quality=level)
+    encoder = zlib.compressobj(level, zlib.DEFLATED, _WBITS[coding])
+    return encoder.compress(data) + encoder.flush()
+
+
+class StreamEncoder:
+    """Encodes a streamed body chunk by chunk; each chunk is flushed so the client
+    can decode it on arrival, and ``finish`` writes the end (the gzip CRC and size)."""
+
+    __slots__ = ("_process", "_flush", "_finish")
+
+    def __init__(self, coding, level):
+        if coding == "br":
+            encoder = brotli.Compressor(quality=level)
+            self._process, self._flush, self._finish = encoder.process, encoder.flush, encoder.finish
+        else:
+            encoder = zlib.compressobj(level, zlib.DEFLATED, _WBITS[coding])
+            self._process = encoder.compress
+            self._flush = functools.partial(encoder.flush, zlib.Z_SYNC_FLUSH)
+            self._finish = encoder.flush
+
+    def compress(self, data):
+        return self._process(data) + self._flush()
+
+    def finish(self):
+        return self._finish()
