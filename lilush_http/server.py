@@ -23,6 +23,7 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
+from . import tls
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed
 from .log import ACCESS, LEVELS, Logger, ensure_output
@@ -62,6 +63,7 @@ class Server:
         self.redis = None
         self._limits = Limits.from_config(self.cfg)
         self._compression = Policy(self.cfg["compression"])
+        self._certificates = None  # tls.Certificates when ssl is configured
         self._server = None
         self._pool = None
         self._connections = set()
@@ -92,6 +94,11 @@ class Server:
         err = configuration.validate(merged)
         if err:
             return None, err
+        certificates, err = tls.build(merged["ssl"])
+        if err:
+            return None, err
+        # New connections use the new certificates; open ones keep theirs.
+        self._certificates = certificates
         self.cfg.clear()
         self.cfg.update(merged)
         self._limits = Limits.from_config(self.cfg)
@@ -126,7 +133,8 @@ class Server:
         self._stop_async = gevent.get_hub().loop.async_()
         self._stop_async.start(lambda: gevent.spawn(self.stop, self._stop_request[0]))
         bound = server.address
-        logger.info("lilush_http serving on http://%s:%d (connection_limit %d)",
+        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d)",
+                    "https" if self._certificates else "http",
                     bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
                     cfg["connection_limit"])
         try:
@@ -173,11 +181,20 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        conn = Connection(sock)
-        self._connections.add(conn)
         if self._pool.full() and self._room_maker is None:
             self._room_maker = gevent.spawn(self._make_room)
         client_ip = address[0] if isinstance(address, tuple) else str(address)
+        certificates = self._certificates
+        sni = None
+        if certificates is not None:
+            try:
+                sock, sni = certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
+            except tls.HandshakeFailed as exc:
+                logger.debug("connection from %s: %s", client_ip, exc)
+                sock.close()
+                return
+        conn = Connection(sock, sni, certificates is not None)
+        self._connections.add(conn)
         limit = self.cfg["requests_per_connection"]
         count = 0
         try:

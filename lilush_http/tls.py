@@ -1,0 +1,94 @@
+"""TLS: server contexts built once per ``configure``, and SNI choosing among them.
+
+The ``ssl`` config is ``{"default": {"cert", "key"}, "hosts": {name: {"cert", "key"}}}``.
+Each pair is loaded into its own context (TLS 1.2 minimum, ALPN ``http/1.1``).
+The default context's SNI callback switches a connection to the context of
+the name the client asked for (case-insensitive; ``*.example.com`` matches
+one label); other names, and clients that send no SNI, get the default.
+"""
+
+import ssl
+
+import gevent
+from gevent import ssl as gevent_ssl
+
+
+class HandshakeFailed(Exception):
+    """The TLS handshake did not complete (timeout, protocol error, client refused)."""
+
+
+class Certificates:
+    """The TLS contexts of one ``ssl`` config; immutable once built."""
+
+    def __init__(self, default, hosts, wildcards):
+        self.default = default
+        self.hosts = hosts  # exact lower-case name -> context
+        self.wildcards = wildcards  # ".example.com" -> context
+        default.sni_callback = self._pick
+
+    def context_for(self, name):
+        """The context serving ``name`` (the default when nothing matches)."""
+        if not name:
+            return self.default
+        name = name.lower().rstrip(".")
+        context = self.hosts.get(name)
+        if context is None:
+            _, dot, parent = name.partition(".")
+            context = self.wildcards.get("." + parent) if dot and parent else None
+        return context or self.default
+
+    def _pick(self, sslsock, server_name, _context):
+        sslsock.lilush_sni = server_name.lower() if server_name else None
+        context = self.context_for(server_name)
+        if context is not self.default:
+            sslsock.context = context
+
+    def handshake(self, sock, timeout):
+        """Wrap an accepted socket and complete the handshake within ``timeout``
+        seconds (a deadline for the whole exchange). Returns (tls socket, SNI name)."""
+        sslsock = self.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        try:
+            with gevent.Timeout(timeout, HandshakeFailed("TLS handshake timeout")):
+                sslsock.do_handshake()
+        except HandshakeFailed:
+            raise
+        except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            raise HandshakeFailed("TLS handshake failed: %s" % (exc.strerror or exc,)) from None
+        return sslsock, getattr(sslsock, "lilush_sni", None)
+
+
+def _context(where, pair):
+    context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.set_alpn_protocols(["http/1.1"])
+    try:
+        context.load_cert_chain(pair["cert"], pair["key"])
+    except ssl.SSLError as exc:
+        reason = exc.reason or str(exc)
+        if "KEY_VALUES_MISMATCH" in reason or "key values mismatch" in str(exc):
+            return None, "%s: key %s does not match certificate %s" % (where, pair["key"], pair["cert"])
+        return None, "%s: cannot load %s / %s: %s (expected PEM files)" % (where, pair["cert"], pair["key"], reason)
+    except OSError as exc:
+        return None, "%s: cannot read %s / %s: %s" % (where, pair["cert"], pair["key"], exc.strerror or exc)
+    return context, None
+
+
+def build(ssl_config):
+    """``(Certificates, None)`` for a validated ``ssl`` table, or ``(None, err)``
+    naming the host and the file that failed; ``(None, None)`` when TLS is off."""
+    if not ssl_config:
+        return None, None
+    default, err = _context("ssl.default", ssl_config["default"])
+    if err:
+        return None, err
+    hosts, wildcards = {}, {}
+    for name, pair in (ssl_config.get("hosts") or {}).items():
+        context, err = _context("ssl.hosts[%r]" % name, pair)
+        if err:
+            return None, err
+        name = name.lower().rstrip(".")
+        if name.startswith("*."):
+            wildcards[name[1:]] = context
+        else:
+            hosts[name] = context
+    return Certificates(default, hosts, wildcards), None
