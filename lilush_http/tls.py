@@ -7,10 +7,15 @@ the name the client asked for (case-insensitive; ``*.example.com`` matches
 one label); other names, and clients that send no SNI, get the default.
 """
 
+import os
 import ssl
 
 import gevent
+from gevent import socket as gevent_socket
 from gevent import ssl as gevent_ssl
+
+from .connection import Connection
+from .response import error_response
 
 
 class HandshakeFailed(Exception):
@@ -51,10 +56,29 @@ class Certificates:
             with gevent.Timeout(timeout, HandshakeFailed("TLS handshake timeout")):
                 sslsock.do_handshake()
         except HandshakeFailed:
+            sslsock.close()
             raise
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            if isinstance(exc, ssl.SSLError) and exc.reason == "HTTP_REQUEST":
+                _answer_plain_http(sslsock)
+            sslsock.close()
             raise HandshakeFailed("TLS handshake failed: %s" % (exc.strerror or exc,)) from None
         return sslsock, getattr(sslsock, "lilush_sni", None)
+
+
+def _answer_plain_http(sslsock):
+    """A plain-HTTP client on the TLS port gets a readable 400 instead of a reset."""
+    try:
+        raw = gevent_socket.socket(fileno=os.dup(sslsock.fileno()))
+    except (OSError, ValueError):
+        return
+    conn = Connection(raw)
+    conn.linger = True
+    try:
+        conn.sendall(error_response(400, "Plain HTTP request sent to a TLS port"), 1.0)
+    except Exception:
+        pass
+    conn.close()
 
 
 def _context(where, pair):
