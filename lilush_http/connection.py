@@ -49,10 +49,13 @@ class StreamFailed(Exception):
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls")
+    __slots__ = ("sock", "raw", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
+        # gevent's socket keeps the OS socket, non-blocking, as ``_sock``: reads and
+        # writes try it directly and go through gevent (which waits) only on EAGAIN.
+        self.raw = None if tls else getattr(sock, "_sock", None)
         self.tls = tls
         self.buf = b""
         self.idle = False  # blocked waiting for the first byte of a request
@@ -143,6 +146,18 @@ class Connection:
         return decoder.body
 
     def _recv(self, deadline, timeout_message, phase_started):
+        raw = self.raw
+        if raw is not None:
+            try:
+                data = raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                pass
+            except OSError:
+                raise ConnectionEnded("closed") from None
+            else:
+                if not data:
+                    raise ConnectionEnded("closed")
+                return data
         sock = self.sock
         try:
             remaining = deadline - monotonic()
@@ -177,6 +192,17 @@ class Connection:
 
     def sendall(self, data, timeout=None):
         """Send all of ``data`` within ``timeout`` seconds; raises ConnectionEnded."""
+        raw = self.raw
+        if raw is not None:
+            try:
+                sent = raw.send(data)
+            except BlockingIOError:
+                sent = 0
+            except OSError:
+                raise ConnectionEnded("closed") from None
+            if sent == len(data):
+                return
+            data = memoryview(data)[sent:]
         try:
             self.sock.settimeout(timeout)
             self.sock.sendall(data)
