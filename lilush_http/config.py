@@ -8,6 +8,7 @@ import copy
 import ipaddress
 import os
 
+from . import redis_client
 from .log import LEVELS
 
 DEFAULTS = {
@@ -36,6 +37,7 @@ DEFAULTS = {
     "log_level": "access",
     "log_headers": ["referer", "x-real-ip", "user-agent"],
     "ssl": None,
+    "redis": None,
 }
 
 POSITIVE_INTS = ("backlog", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
@@ -93,7 +95,8 @@ def validate(cfg):
     log_headers = cfg["log_headers"]
     if not isinstance(log_headers, (list, tuple)) or not all(isinstance(h, str) for h in log_headers):
         return "log_headers: expected a list of header names, got %r" % (log_headers,)
-    return _validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
+    return (_validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
+            or redis_client.validate(cfg["redis"]))
 
 
 def _validate_compression(comp):

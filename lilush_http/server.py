@@ -23,7 +23,7 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
-from . import tls
+from . import redis_client, tls
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed
 from .log import ACCESS, LEVELS, Logger, ensure_output
@@ -97,6 +97,11 @@ class Server:
         certificates, err = tls.build(merged["ssl"])
         if err:
             return None, err
+        if merged["redis"] != self.cfg["redis"]:  # a new pool only when the settings change
+            redis, err = redis_client.build(merged["redis"])
+            if err:
+                return None, err
+            self.redis = redis
         # New connections use the new certificates; open ones keep theirs.
         self._certificates = certificates
         self.cfg.clear()
@@ -271,7 +276,7 @@ class Server:
             headers["x-real-ip"] = client_ip
         method = request.method
         ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
-               "redis": redis_module, "count": count, "sni": conn.sni}
+               "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version}
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
