@@ -18,6 +18,7 @@ import weakref
 
 import gevent
 from gevent.event import Event
+from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.server import StreamServer
 from gevent.socket import wait_read
@@ -34,6 +35,8 @@ logger = logging.getLogger("lilush_http")
 access_logger = logging.getLogger("lilush_http.access")
 
 FIXED_CONTENT = (str, bytes, bytearray, memoryview)
+# The OS thread's id even when monkeypatching made get_ident() per greenlet.
+thread_id = get_original("_thread", "get_ident")
 FILE_BLOCK = 256 * 1024
 
 
@@ -134,7 +137,7 @@ class Server:
         except OSError as exc:
             return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
         self._server = server
-        self._loop_thread = threading.get_ident()
+        self._loop_thread = thread_id()
         self._stop_async = gevent.get_hub().loop.async_()
         self._stop_async.start(lambda: gevent.spawn(self.stop, self._stop_request[0]))
         bound = server.address
@@ -156,7 +159,7 @@ class Server:
         seconds, then end the rest. May be called from another thread."""
         if self._server is None:
             return
-        if self._loop_thread != threading.get_ident():
+        if self._loop_thread != thread_id():
             self._stop_request = (timeout, threading.Event())
             self._stop_async.send()
             self._stop_request[1].wait(timeout + 5)

@@ -101,3 +101,62 @@ def read_response(reader, head_only=False):
     if f is not reader:
         f.close()
     return status, headers, body
+
+
+class CliServer:
+    """``python -m lilush_http ARGS`` in a subprocess, on a free port it reports.
+
+    The port is read from the start line the server logs; ``stderr_text()``
+    returns what it logged so far; ``stop()`` sends SIGTERM and waits.
+    """
+
+    def __init__(self, args, cwd, env=None):
+        import os
+        import subprocess
+        import sys
+        self.log_path = os.path.join(str(cwd), "server-%d.log" % id(self))
+        self.log = open(self.log_path, "wb")
+        self.process = subprocess.Popen([sys.executable, "-m", "lilush_http", "--port", "0", *args],
+                                        cwd=str(cwd), stdout=self.log, stderr=subprocess.STDOUT,
+                                        env=env)
+        deadline = time.monotonic() + 20
+        self.port = None
+        while self.port is None:
+            assert self.process.poll() is None, "server exited: %s" % self.stderr_text()
+            assert time.monotonic() < deadline, "server did not start: %s" % self.stderr_text()
+            for line in self.stderr_text().splitlines():
+                if " serving on " in line:
+                    self.port = int(line.rsplit(":", 1)[1].split()[0])
+            time.sleep(0.05)
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stderr_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        import signal
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except Exception:
+                self.process.kill()
+                self.process.wait(5)
+        self.log.close()
+        return self.process.returncode
+
+
+@pytest.fixture
+def cli_server(tmp_path):
+    """Factory: ``cli_server(*args, cwd=tmp_path)`` runs the CLI; stopped after the test."""
+    started = []
+
+    def start(*args, cwd=None, env=None):
+        server = CliServer(args, cwd or tmp_path, env)
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
