@@ -1,11 +1,12 @@
 # make run: serve the current directory on 127.0.0.1:8080.  make test: the test suite.
+# make bench: the side-by-side benchmark (see bench/run.py).
 # Both create the virtualenv (.venv) and install into it when needed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -18,6 +19,13 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# make bench: lilush_http against pywsgi, gunicorn -k gevent and uvicorn (wrk on loopback).
+bench: $(STAMP)
+	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	$(BIN)/python bench/run.py $(BENCH_ARGS)
+	$(BIN)/python bench/idle.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
