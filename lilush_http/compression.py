@@ -50,15 +50,17 @@ def negotiate(accept_encoding):
         return None, True  # no header: no preference, send as is
     weights = parse_accept_encoding(accept_encoding)
     star = weights.get("*")
-    identity = weights.get("identity", star if star is not None else 1.0)
+    # identity is ranked only when the client names it (or ``*``); otherwise it is
+    # merely acceptable (RFC 9110 section 12.5.3), so "gzip;q=0.5" still means gzip.
+    identity = weights.get("identity", star)
     best, best_q = None, 0.0
     for coding in PREFERENCE:
         q = weights.get(coding, star if star is not None else 0.0)
         if q > best_q:
             best, best_q = coding, q
-    if best is not None and best_q < identity:
+    if best is not None and identity is not None and best_q < identity:
         best = None  # the client ranks the uncompressed body higher
-    return best, identity > 0.0
+    return best, identity is None or identity > 0.0
 
 
 class Policy:
@@ -113,6 +115,8 @@ class StreamEncoder:
             self._finish = encoder.flush
 
     def compress(self, data):
+        if not data:
+            return b""  # everything before is flushed already: an empty chunk adds nothing
         return self._process(data) + self._flush()
 
     def finish(self):

@@ -268,7 +268,10 @@ class Connection:
         deadline = monotonic() + timeout
         remaining = size
         try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # head and data share packets
+            try:
+                sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_CORK, 1)  # head and data share packets
+            except OSError:
+                pass  # not TCP (a unix socket passed to process_request)
             self.sendall(head, timeout)
             while remaining > 0:
                 try:

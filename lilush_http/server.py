@@ -418,7 +418,10 @@ class Server:
 
 
 def _file_size(f):
-    """Bytes left from the file's position, or None when it is not a regular file."""
+    """Bytes left from the position of a plain file object (whose fileno() holds
+    what read() returns, unlike e.g. gzip.open's), or None."""
+    if not isinstance(f, (io.FileIO, io.BufferedReader)):
+        return None
     try:
         stat = os.fstat(f.fileno())
         if not statmodule.S_ISREG(stat.st_mode):
