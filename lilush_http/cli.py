@@ -1,4 +1,5 @@
-"""``lilush-http [MODULE:HANDLER] [options]``: serve a handler, or the files under --root."""
+"""``lilush-http [MODULE:HANDLER] [options]``: serve a handler, a WSGI app (--wsgi),
+or the files under --root."""
 
 import argparse
 import importlib
@@ -19,24 +20,28 @@ def parse_args(argv):
     parser.add_argument("--config", metavar="FILE.json", help="config table as JSON")
     parser.add_argument("--root", default=".", help="directory served without a handler (default: .)")
     parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"])
+    parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
+    parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
+    parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
+    parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
     parser.add_argument("--no-monkey-patch", action="store_true",
                         help="do not run gevent.monkey.patch_all() before importing the handler")
     return parser.parse_args(argv)
 
 
-def load_handle(spec):
+def load_handle(spec, what="handler"):
     """Import ``module:function`` (the current directory is on the import path)."""
     module_name, colon, name = spec.partition(":")
     if not colon or not module_name or not name:
-        return None, "handler: expected MODULE:FUNCTION, got %r" % spec
+        return None, "%s: expected MODULE:FUNCTION, got %r" % (what, spec)
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
     except Exception as exc:
-        return None, "handler: cannot import %s: %s" % (module_name, exc)
+        return None, "%s: cannot import %s: %s" % (what, module_name, exc)
     handle = getattr(module, name, None)
     if not callable(handle):
-        return None, "handler: %s has no function %r" % (module_name, name)
+        return None, "%s: %s has no function %r" % (what, module_name, name)
     return handle, None
 
 
@@ -50,10 +55,15 @@ def build_config(args):
             return None, "config: cannot read %s: %s" % (args.config, exc)
         if not isinstance(config, dict):
             return None, "config: %s must hold a JSON object" % args.config
-    for key in ("ip", "port", "log_level"):
+    for key in ("ip", "port", "log_level", "workers"):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    if bool(args.tls_cert) != bool(args.tls_key):
+        return None, "--tls-cert and --tls-key go together"
+    if args.tls_cert:
+        ssl = config.get("ssl") if isinstance(config.get("ssl"), dict) else {}
+        config["ssl"] = dict(ssl, default={"cert": args.tls_cert, "key": args.tls_key})
     return config, None
 
 
@@ -69,8 +79,15 @@ def main(argv=None):
 
     config, err = build_config(args)
     if err is None:
-        if args.handler:
+        if args.handler and args.wsgi:
+            err = "give a handler or --wsgi, not both"
+        elif args.handler:
             handle, err = load_handle(args.handler)
+        elif args.wsgi:
+            app, err = load_handle(args.wsgi, "wsgi")
+            if err is None:
+                from .wsgi import to_handle
+                handle = to_handle(app)
         elif not os.path.isdir(args.root):
             err = "root: not a directory: %s" % args.root
         else:

@@ -15,6 +15,7 @@ DEFAULTS = {
     "ip": "127.0.0.1",
     "port": 8080,
     "backlog": 256,
+    "workers": 1,
     "connection_limit": 64,
     "requests_per_connection": 512,
     "max_body_size": 5 * 1024 * 1024,
@@ -40,7 +41,7 @@ DEFAULTS = {
     "redis": None,
 }
 
-POSITIVE_INTS = ("backlog", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
+POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
 POSITIVE_NUMBERS = ("keepalive_idle_timeout", "request_header_timeout", "request_body_timeout",
                     "response_send_timeout", "tls_handshake_timeout")
 

@@ -9,6 +9,7 @@ long as the connection is kept alive. Failures are returned Lua-style as
 import io
 import logging
 import os
+import signal
 import socket
 import stat as statmodule
 import threading
@@ -68,6 +69,7 @@ class Server:
         self._compression = Policy(self.cfg["compression"])
         self._certificates = None  # tls.Certificates when ssl is configured
         self._server = None
+        self._listener = None
         self._pool = None
         self._connections = set()
         self._room_maker = None
@@ -119,45 +121,89 @@ class Server:
     @property
     def address(self):
         """The bound ``(ip, port)`` while serving (port 0 in the config gives a free one), else None."""
-        if self._server is None or self._server.closed:
+        if self._listener is None:
             return None
-        return self._server.address[:2]
+        return self._listener.getsockname()[:2]
 
     def serve(self):
-        """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``."""
+        """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``.
+
+        With ``workers`` above 1 this process becomes a supervisor: it binds once,
+        forks the workers that share the socket, restarts one that dies, and on
+        ``stop`` (SIGTERM in the CLI) stops them gracefully and returns.
+        """
         cfg = self.cfg
         ip, port = cfg["ip"], cfg["port"]
-        self._pool = Pool(cfg["connection_limit"])
-        self._stopping = False
-        self._stopped = Event()
-        server = StreamServer((ip.strip("[]"), port), self._serve_connection, spawn=self._pool,
-                              backlog=cfg["backlog"])
+        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
         try:
-            server.start()
+            listener = StreamServer.get_listener((ip.strip("[]"), port), cfg["backlog"], family)
         except OSError as exc:
             return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
-        self._server = server
+        self._listener = listener
+        self._stopping = False
+        self._stopped = Event()
         self._loop_thread = thread_id()
         self._stop_async = gevent.get_hub().loop.async_()
         self._stop_async.start(lambda: gevent.spawn(self.stop, self._stop_request[0]))
-        bound = server.address
-        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d)",
+        bound = listener.getsockname()
+        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d%s)",
                     "https" if self._certificates else "http",
                     bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
-                    cfg["connection_limit"])
+                    cfg["connection_limit"], ", %d workers" % cfg["workers"] if cfg["workers"] > 1 else "")
         try:
-            self._stopped.wait()
+            if cfg["workers"] > 1:
+                self._supervise(listener, cfg["workers"])
+            else:
+                self._serve_on(listener)
         finally:
             self._stop_async.stop()
             self._stop_async.close()
             self._stop_async = None
+            listener.close()
+            self._listener = None
         return None, None
+
+    def _serve_on(self, listener):
+        """Accept on ``listener`` in this process until stopped."""
+        self._pool = Pool(self.cfg["connection_limit"])
+        self._server = StreamServer(listener, self._serve_connection, spawn=self._pool)
+        self._server.start()
+        self._stopped.wait()
+
+    def _supervise(self, listener, count):
+        """Fork ``count`` workers on the shared listener and keep that many alive."""
+        workers = {}  # pid -> start time
+        while True:
+            while not self._stopping and len(workers) < count:
+                pid = gevent.fork()
+                if pid == 0:
+                    _die_with_parent()
+                    try:
+                        self._serve_on(listener)
+                    finally:
+                        os._exit(0)
+                workers[pid] = time.monotonic()
+                logger.debug("worker %d started", pid)
+            if not workers:
+                break
+            pid, status = os.waitpid(-1, os.WNOHANG)
+            if pid == 0:
+                if self._stopping:
+                    for pid in workers:
+                        _signal(pid, signal.SIGTERM)
+                self._stopped.wait(0.2)
+                continue
+            started = workers.pop(pid, None)
+            if started is not None and not self._stopping:
+                logger.warning("worker %d ended (%s); starting another", pid, _exit_reason(status))
+                if time.monotonic() - started < 1:
+                    gevent.sleep(1)  # a worker that dies at once: do not spin
 
     def stop(self, timeout=5):
         """Stop accepting, close idle keep-alive connections, let requests in flight
         finish (their responses carry ``Connection: close``) for up to ``timeout``
         seconds, then end the rest. May be called from another thread."""
-        if self._server is None:
+        if self._listener is None:
             return
         if self._loop_thread != thread_id():
             self._stop_request = (timeout, threading.Event())
@@ -168,6 +214,9 @@ class Server:
             return
         self._stopping = True
         server = self._server
+        if server is None:  # a supervisor: _supervise sends the workers SIGTERM and collects them
+            self._stopped.set()
+            return
         server.close()
         if self._room_maker is not None:
             self._room_maker.kill(block=False)
@@ -437,3 +486,25 @@ def _read_blocks(f):
         if not block:
             return
         yield block
+
+
+def _signal(pid, signum):
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        pass
+
+
+def _exit_reason(status):
+    if os.WIFSIGNALED(status):
+        return "killed by signal %d" % os.WTERMSIG(status)
+    return "exit status %d" % os.WEXITSTATUS(status)
+
+
+def _die_with_parent():
+    """Linux: a worker gets SIGTERM when its supervisor dies, so none is orphaned."""
+    try:
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
