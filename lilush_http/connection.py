@@ -325,7 +325,7 @@ class Connection:
 
     def evict(self):
         """Wake an idle reader with end-of-file so its connection ends and frees its slot."""
-        _shutdown(self.sock, socket.SHUT_RD)
+        shutdown(self.sock, socket.SHUT_RD)
 
     def close(self):
         """Close the socket; after an error response, first drain what the client still
@@ -336,7 +336,7 @@ class Connection:
         sock = self.sock
         if self.linger:
             try:
-                _shutdown(sock, socket.SHUT_WR)
+                shutdown(sock, socket.SHUT_WR)
                 deadline = monotonic() + LINGER_SECONDS
                 drained = 0
                 while drained < LINGER_BYTES:
@@ -356,12 +356,12 @@ class Connection:
             pass
 
 
-def _shutdown(sock, how):
+def shutdown(sock, how):
     """shutdown() through a duplicate descriptor: it acts on the connection itself,
     works for TLS sockets too (whose own shutdown() would drop the TLS state),
-    and wakes a greenlet blocked on the socket."""
+    and wakes a greenlet blocked on the socket. ``sock`` may be a descriptor."""
     try:
-        dup = _socket.socket(fileno=os.dup(sock.fileno()))
+        dup = _socket.socket(fileno=os.dup(sock if isinstance(sock, int) else sock.fileno()))
     except (OSError, ValueError):
         return
     try:

@@ -27,7 +27,7 @@ from gevent.socket import wait_read
 from . import config as configuration
 from . import redis_client, tls
 from .compression import Policy, StreamEncoder
-from .connection import Connection, ConnectionEnded, StreamFailed
+from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .log import ACCESS, LEVELS, Logger, ensure_output
 from .request import HTTPError, Limits
 from .response import ResponseError, body_allowed, error_response, render, render_stream_head
@@ -72,6 +72,7 @@ class Server:
         self._listener = None
         self._pool = None
         self._connections = set()
+        self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
         self._room_maker = None
         self._waiting = False  # a client waits in the backlog while every slot is taken
         self._stopping = False
@@ -206,9 +207,10 @@ class Server:
         if self._listener is None:
             return
         if self._loop_thread != thread_id():
-            self._stop_request = (timeout, threading.Event())
+            done = threading.Event()
+            self._stop_request = (timeout, done)
             self._stop_async.send()
-            self._stop_request[1].wait(timeout + 5)
+            done.wait(timeout + 5)
             return
         if self._stopping:
             return
@@ -223,6 +225,8 @@ class Server:
         for conn in list(self._connections):
             if conn.idle:
                 conn.evict()
+        for fd in list(self._handshaking):
+            shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._pool.join(timeout=timeout)
         self._pool.kill(block=True, timeout=1)
         self._server = None
@@ -244,12 +248,16 @@ class Server:
         certificates = self._certificates
         sni = None
         if certificates is not None:
+            fd = sock.fileno()  # the TLS socket takes the descriptor over
+            self._handshaking.add(fd)
             try:
                 sock, sni = certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
             except tls.HandshakeFailed as exc:
                 logger.debug("connection from %s: %s", client_ip, exc)
                 sock.close()
                 return
+            finally:
+                self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
         self._connections.add(conn)
         limit = self.cfg["requests_per_connection"]

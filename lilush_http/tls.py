@@ -81,12 +81,29 @@ def _answer_plain_http(sslsock):
     conn.close()
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
+def _no_passphrase():
+    # Without a password callback OpenSSL asks for the passphrase of an
+    # encrypted key on the terminal, blocking configure (and the whole hub).
+    raise _EncryptedKey()
+
+
 def _context(where, pair):
     context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     context.set_alpn_protocols(["http/1.1"])
+    # Read EOF without close_notify as a plain end of input (as nginx does). Otherwise
+    # OpenSSL 3 answers it with a fatal decode_error alert, and that is what a client
+    # got when the server closed its idle keep-alive connection (evict: SHUT_RD).
+    context.options |= getattr(ssl, "OP_IGNORE_UNEXPECTED_EOF", 0)
     try:
-        context.load_cert_chain(pair["cert"], pair["key"])
+        context.load_cert_chain(pair["cert"], pair["key"], password=_no_passphrase)
+    except _EncryptedKey:
+        return None, "%s: key %s is encrypted (passphrase-protected keys are not supported)" % (
+            where, pair["key"])
     except ssl.SSLError as exc:
         reason = exc.reason or str(exc)
         if "KEY_VALUES_MISMATCH" in reason or "key values mismatch" in str(exc):
@@ -107,6 +124,8 @@ def build(ssl_config):
         return None, err
     hosts, wildcards = {}, {}
     for name, pair in (ssl_config.get("hosts") or {}).items():
+        if not isinstance(name, str) or not name.strip(".") or name.strip(".") == "*":
+            return None, "ssl.hosts: %r is not a host name" % (name,)
         context, err = _context("ssl.hosts[%r]" % name, pair)
         if err:
             return None, err
