@@ -66,13 +66,23 @@ def negotiate(accept_encoding):
 class Policy:
     """The ``compression`` config: which responses get compressed, and how hard."""
 
-    __slots__ = ("enabled", "min_size", "level", "types")
+    __slots__ = ("enabled", "min_size", "level", "types", "_eligible")
 
     def __init__(self, cfg):
         self.enabled = cfg["enabled"]
         self.min_size = cfg["min_size"]
         self.level = cfg["level"]
         self.types = frozenset(t.lower() for t in cfg["types"])
+        self._eligible = {}  # content-type header value -> whether its type is listed
+
+    def eligible(self, content_type):
+        """Whether ``content_type`` (parameters ignored) is a listed type."""
+        eligible = self._eligible.get(content_type)
+        if eligible is None:
+            eligible = content_type.partition(";")[0].strip(" \t").lower() in self.types
+            if len(self._eligible) < 1024:
+                self._eligible[content_type] = eligible
+        return eligible
 
     def choose(self, accept_encoding, content_type, size):
         """(coding or None, vary): vary is true when the answer depends on Accept-Encoding.
@@ -80,10 +90,10 @@ class Policy:
         ``size`` None means a streamed body of unknown length (min_size does
         not apply). A client that refuses identity gets a coding whatever the size.
         """
-        if not self.enabled:
+        if not self.enabled or not self.eligible(content_type):
             return None, False
-        if content_type.partition(";")[0].strip(" \t").lower() not in self.types:
-            return None, False
+        if accept_encoding is None:
+            return None, True
         coding, identity_ok = negotiate(accept_encoding)
         if coding is None or (size is not None and size < self.min_size and identity_ok):
             return None, True

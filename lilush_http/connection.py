@@ -20,6 +20,7 @@ from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_he
 from .response import CONTINUE, LAST_CHUNK, chunk, to_bytes, ResponseError
 
 RECV_SIZE = 65536
+CRLF = b"\r\n"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 
@@ -69,10 +70,12 @@ class Connection:
     def read_head(self, idle_timeout, header_timeout, limits):
         """Read and parse the next request head; raises ConnectionEnded or HTTPError."""
         buf = self.buf
-        if buf[:1] in (b"\r", b"\n"):
-            buf = buf.lstrip(b"\r\n")  # RFC 9112 section 2.2: ignore blank lines before a request
         if not buf:
             buf = self._wait_for_request(idle_timeout)
+        elif buf[0] in CRLF:
+            buf = buf.lstrip(b"\r\n")  # RFC 9112 section 2.2: ignore blank lines before a request
+            if not buf:
+                buf = self._wait_for_request(idle_timeout)
         end = find_head_end(buf)
         if end < 0:
             buf, end = self._read_rest_of_head(buf, header_timeout, limits)
@@ -80,6 +83,21 @@ class Connection:
         return parse_head(buf[:end], limits)
 
     def _wait_for_request(self, timeout):
+        raw = self.raw
+        if raw is not None:  # the next request is often already here: no bookkeeping then
+            try:
+                data = raw.recv(RECV_SIZE)
+            except BlockingIOError:
+                pass
+            except OSError:
+                raise ConnectionEnded("closed") from None
+            else:
+                if not data:
+                    raise ConnectionEnded("closed")
+                if data[0] in CRLF:
+                    data = data.lstrip(b"\r\n")  # RFC 9112 section 2.2: blank lines before a request
+                if data:
+                    return data
         self.idle = True
         self.idle_since = now = monotonic()
         deadline = now + timeout

@@ -23,6 +23,7 @@ _REASONS.update({413: "Content Too Large", 414: "URI Too Long", 416: "Range Not 
                  422: "Unprocessable Content"})
 _STATUS_LINES = {}
 _date = [0, ""]
+_time = time.time
 
 
 class ResponseError(Exception):
@@ -44,7 +45,7 @@ def status_line(status):
 
 def date_header():
     """The ``Date`` and ``Server`` lines, formatted at most once a second."""
-    now = int(time.time())
+    now = int(_time())
     if now != _date[0]:
         _date[0] = now
         _date[1] = "Date: %s\r\nServer: %s\r\n" % (formatdate(now, usegmt=True), SERVER_NAME)
@@ -76,6 +77,9 @@ def check_status(status):
     return status
 
 
+_KNOWN_NAMES = {}  # header name -> its lower-case form, for names already checked
+
+
 def header_lines(headers):
     """Render the handler's headers; returns (text, names) with names lower-cased.
 
@@ -85,12 +89,23 @@ def header_lines(headers):
     """
     if not headers:
         return "", ()
-    if not isinstance(headers, dict):
+    if type(headers) is not dict and not isinstance(headers, dict):
         raise ResponseError("handler returned headers of type %s; expected a dict" % type(headers).__name__)
-    out = []
+    text = ""
+    names = set()
+    known = _KNOWN_NAMES
     for name, value in headers.items():
-        if not isinstance(name, str) or not name or name.strip(TOKEN_CHARS):
-            raise ResponseError("invalid response header name %r" % (name,))
+        lname = known.get(name)
+        if lname is None:
+            if not isinstance(name, str) or not name or name.strip(TOKEN_CHARS):
+                raise ResponseError("invalid response header name %r" % (name,))
+            lname = name.lower()
+            if len(known) < 4096:
+                known[name] = lname
+        names.add(lname)
+        if type(value) is str and value.isprintable():
+            text += name + ": " + value + "\r\n"  # the common case, checked
+            continue
         for item in (value if isinstance(value, (list, tuple)) else (value,)):
             if not isinstance(item, str):
                 if type(item) is int:
@@ -100,8 +115,8 @@ def header_lines(headers):
                                         % (name, type(item).__name__))
             if not item.isprintable() and ("\r" in item or "\n" in item or "\x00" in item):
                 raise ResponseError("response header %r contains CR, LF or NUL" % name)
-            out.append("%s: %s\r\n" % (name, item))
-    return "".join(out), {name.lower() for name in headers}
+            text += name + ": " + item + "\r\n"
+    return text, names
 
 
 OWNED = frozenset(("connection", "content-length", "transfer-encoding"))
@@ -122,12 +137,17 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
     ``compression`` (a compression.Policy) and the request's ``accept_encoding``
     decide whether the body is compressed.
     """
-    status = check_status(status)
-    body = to_bytes(content)
-    text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
-    if body_allowed(status):
+    if type(status) is not int or not 100 <= status <= 599:
+        check_status(status)
+    body = content if type(content) is bytes else to_bytes(content)
+    if headers:
+        text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
+    else:
+        text, names, stated_length = "", (), None
+    if status >= 200 and status != 204 and status != 304:
         if compression is not None and "content-encoding" not in names:
-            ctype = _value(headers, "content-type") if "content-type" in names else "text/html"
+            ctype = (headers.get("content-type") or _value(headers, "content-type")
+                     if "content-type" in names else "text/html")
             coding, vary = compression.choose(accept_encoding, ctype, len(body))
             if coding is not None:
                 body = compress(body, coding, compression.level)
@@ -143,7 +163,7 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
         body = b""
         if status == 304 and stated_length is not None:
             text += "Content-Length: %d\r\n" % stated_length
-    head_bytes = status_line(status) + _finish(text, names, keep_alive, http10)
+    head_bytes = (_STATUS_LINES.get(status) or status_line(status)) + _finish(text, names, keep_alive, http10)
     if head or not body:
         return head_bytes, keep_alive
     return head_bytes + body, keep_alive

@@ -321,7 +321,8 @@ class Server:
         try:
             request = conn.read_head(cfg["keepalive_idle_timeout"], cfg["request_header_timeout"], limits)
             started = time.perf_counter()
-            body = conn.read_body(request, cfg["request_body_timeout"], limits) if request.has_body else None
+            body = (conn.read_body(request, cfg["request_body_timeout"], limits)
+                    if request.content_length is not None or request.chunked else None)
         except HTTPError as exc:
             return self._refuse(conn, client_ip, request, exc.status, exc.message)
         except ConnectionEnded as exc:
@@ -341,10 +342,13 @@ class Server:
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
             keep_alive = keep_alive and not self._stopping
-            if result is None or type(result) is not tuple or not 1 <= len(result) <= 3:
+            if type(result) is tuple and len(result) == 3:
+                content, status, response_headers = result
+            elif type(result) is tuple and 1 <= len(result) <= 2:
+                content, status, response_headers = result + (None,) * (3 - len(result))
+            else:
                 raise ResponseError("handler returned %r; expected a tuple (content, status, headers)"
                                     % (type(result).__name__ if result is not None else None,))
-            content, status, response_headers = result + (None,) * (3 - len(result))
             if content is None and status is None and response_headers is None:
                 return "keep-alive", None  # the handler answered on the socket itself
             if status is None:

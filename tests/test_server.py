@@ -499,3 +499,15 @@ def test_bare_cr_refused(live_server):
     sock = live.connect()
     sock.sendall(b"GET / HTTP/1.1\r\nHost: h\rX-A: 1\r\n\r\n")
     assert read_response(sock)[0] == 400
+
+
+def test_blank_lines_before_a_request_are_ignored(live_server):
+    live = live_server()
+    sock = live.connect()
+    f = sock.makefile("rb")
+    sock.sendall(b"\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n")  # arriving with the request
+    assert read_response(f)[0] == 200
+    sock.sendall(b"\r\n")  # arriving alone, before the next request
+    time.sleep(0.05)
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
+    assert read_response(f)[2] == b"Hi there!"
