@@ -134,12 +134,34 @@ def parse_wrk(output):
     return {"rps": rps, "p50": latency.get("50"), "p99": latency.get("99"), "errors": errors}
 
 
-def run_wrk(url, extra, duration, connections):
+def cpu_seconds(session):
+    """User+system CPU time of every process in the server's session (gunicorn's
+    arbiter and worker, lilush_http's supervisor and workers)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % entry) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # field 6 of stat: the session id
+            total += int(fields[11]) + int(fields[12])
+    return total / ticks
+
+
+def run_wrk(url, extra, duration, connections, session):
     command = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % duration, "--latency", *extra, url]
     if shutil.which("taskset"):
         command = ["taskset", "-c", "1"] + command
+    cpu_before = cpu_seconds(session)
     output = subprocess.run(command, capture_output=True, text=True, timeout=duration + 60).stdout
-    return parse_wrk(output)
+    result = parse_wrk(output)
+    requests = result["rps"] * duration
+    result["cpu_us"] = (cpu_seconds(session) - cpu_before) / requests * 1e6 if requests else 0.0
+    return result
 
 
 def make_certificate():
@@ -167,15 +189,16 @@ def measure(servers, scenarios, duration, repeat, connections, log=print):
                 continue
             try:
                 url = "%s://127.0.0.1:%d%s" % ("https" if use_tls else "http", port, path)
-                run_wrk(url, extra, 1, connections)  # warm-up
-                runs = [run_wrk(url, extra, duration, connections) for _ in range(repeat)]
+                run_wrk(url, extra, 1, connections, process.pid)  # warm-up
+                runs = [run_wrk(url, extra, duration, connections, process.pid) for _ in range(repeat)]
             finally:
                 stop(process)
             median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
             median["runs"] = [r["rps"] for r in runs]
             results[(scenario, name)] = median
-            log("%s %-12s %10.0f req/s  p50 %7.2f ms  p99 %7.2f ms  errors %d" % (
-                scenario, name, median["rps"], median["p50"] or 0, median["p99"] or 0, median["errors"]))
+            log("%s %-12s %10.0f req/s  p50 %7.2f ms  p99 %7.2f ms  %6.1f us CPU/req  errors %d" % (
+                scenario, name, median["rps"], median["p50"] or 0, median["p99"] or 0, median["cpu_us"],
+                median["errors"]))
     return results
 
 
@@ -213,15 +236,16 @@ def table(results, servers, scenarios, duration, repeat, connections):
         "wrk -t1 -c%d, %d s per run, median of %d runs; each server one process on CPU 0, wrk on CPU 1 "
         "(scenario w: lilush_http with 2 workers on both CPUs). Latency in ms." % (connections, duration, repeat),
         "",
-        "| scenario | server | req/s | p50 | p99 | errors |",
-        "|---|---|---:|---:|---:|---:|",
+        "| scenario | server | req/s | p50 | p99 | server CPU us/req | errors |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for scenario in scenarios:
         for name in servers:
             r = results.get((scenario, name))
             if r:
-                lines.append("| %s %s | %s | %.0f | %.2f | %.2f | %d |" % (
-                    scenario, SCENARIOS[scenario][0], name, r["rps"], r["p50"] or 0, r["p99"] or 0, r["errors"]))
+                lines.append("| %s %s | %s | %.0f | %.2f | %.2f | %.1f | %d |" % (
+                    scenario, SCENARIOS[scenario][0], name, r["rps"], r["p50"] or 0, r["p99"] or 0,
+                    r["cpu_us"], r["errors"]))
     lines += ["", "| scenario | lilush_http / pywsgi | lilush_http / gunicorn | lilush_http / uvicorn "
               "| lilush_http / bare loop |", "|---|---:|---:|---:|---:|"]
     for scenario in scenarios:

@@ -50,10 +50,15 @@ class StreamFailed(Exception):
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "raw", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls")
+    __slots__ = ("sock", "raw", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
+                 "deadline", "expiry_how", "expired", "__weakref__")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
+        sock.settimeout(None)  # waits are bounded by deadlines (deadlines.py), not socket timers
+        self.deadline = 0.0  # monotonic time by which the current wait must end; 0: none
+        self.expiry_how = socket.SHUT_RD
+        self.expired = False
         # gevent's socket keeps the OS socket, non-blocking, as ``_sock``: reads and
         # writes try it directly and go through gevent (which waits) only on EAGAIN.
         self.raw = None if tls else getattr(sock, "_sock", None)
@@ -164,6 +169,8 @@ class Connection:
         return decoder.body
 
     def _recv(self, deadline, timeout_message, phase_started):
+        if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
+            raise ConnectionEnded(timeout_message, phase_started)
         raw = self.raw
         if raw is not None:
             try:
@@ -176,40 +183,44 @@ class Connection:
                 if not data:
                     raise ConnectionEnded("closed")
                 return data
-        sock = self.sock
-        try:
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                raise socket.timeout
-            sock.settimeout(remaining)
-            data = sock.recv(RECV_SIZE)
-        except socket.timeout:
-            raise ConnectionEnded(timeout_message, phase_started) from None
-        except OSError:
-            raise ConnectionEnded("closed") from None
+        data = self._blocking(self.sock.recv, RECV_SIZE, deadline, timeout_message, phase_started)
         if not data:
-            raise ConnectionEnded("closed")
+            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
         return data
 
     def _recv_into(self, view, deadline):
-        try:
-            remaining = deadline - monotonic()
-            if remaining <= 0:
-                raise socket.timeout
-            self.sock.settimeout(remaining)
-            got = self.sock.recv_into(view)
-        except socket.timeout:
-            raise ConnectionEnded("request body timeout", True) from None
-        except OSError:
-            raise ConnectionEnded("closed") from None
+        got = self._blocking(self.sock.recv_into, view, deadline, "request body timeout", True)
         if not got:
-            raise ConnectionEnded("closed")
+            raise ConnectionEnded("request body timeout" if self.expired else "closed", True)
         return got
+
+    def _blocking(self, operation, argument, deadline, timeout_message, phase_started,
+                  how=socket.SHUT_RD):
+        """Run a socket operation that may wait, under ``deadline``. The server's
+        Deadlines watcher calls ``expire`` when it passes, which shuts the socket
+        down (``how``) so the operation returns or fails at once."""
+        if monotonic() >= deadline:
+            raise ConnectionEnded(timeout_message, phase_started)
+        self.deadline = deadline
+        self.expiry_how = how
+        try:
+            return operation(argument)
+        except OSError:
+            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started) from None
+        finally:
+            self.deadline = 0.0
+
+    def expire(self):
+        """The deadline passed: wake the waiting operation by shutting the socket down."""
+        self.expired = True
+        self.deadline = 0.0
+        shutdown(self.sock, self.expiry_how)
 
     # -- writing -------------------------------------------------------------
 
     def sendall(self, data, timeout=None):
-        """Send all of ``data`` within ``timeout`` seconds; raises ConnectionEnded."""
+        """Send all of ``data`` within ``timeout`` seconds (None: no limit);
+        raises ConnectionEnded."""
         raw = self.raw
         if raw is not None:
             try:
@@ -221,13 +232,14 @@ class Connection:
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]
-        try:
-            self.sock.settimeout(timeout)
-            self.sock.sendall(data)
-        except socket.timeout:
-            raise ConnectionEnded("response send timeout") from None
-        except OSError:
-            raise ConnectionEnded("closed") from None
+        if timeout is None:
+            try:
+                self.sock.sendall(data)
+            except OSError:
+                raise ConnectionEnded("closed") from None
+        else:
+            self._blocking(self.sock.sendall, data, monotonic() + timeout, "response send timeout", False,
+                           socket.SHUT_RDWR)
 
     def send_stream(self, head, chunks, chunked, length, encoder, timeout):
         """Send ``head``, then each piece of the iterator ``chunks`` as soon as it is

@@ -28,6 +28,7 @@ from . import config as configuration
 from . import redis_client, tls
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
+from .deadlines import Deadlines
 from .log import ACCESS, LEVELS, Logger, ensure_output
 from .request import HTTPError, Limits
 from .response import ResponseError, body_allowed, error_response, render, render_stream_head
@@ -81,6 +82,7 @@ class Server:
         self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
         self._stop_request = None  # (timeout, threading.Event) of such a stop()
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
+        self._deadlines = Deadlines(Deadlines.tick_for(self.cfg))
         self._access = Logger(access_logger)
         ensure_output(logger)
 
@@ -114,6 +116,7 @@ class Server:
         self.cfg.update(merged)
         self._limits = Limits.from_config(self.cfg)
         self._compression = Policy(self.cfg["compression"])
+        self._deadlines.tick = Deadlines.tick_for(self.cfg)
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
 
@@ -229,6 +232,7 @@ class Server:
             shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._pool.join(timeout=timeout)
         self._pool.kill(block=True, timeout=1)
+        self._deadlines.stop()
         self._server = None
         logger.info("lilush_http stopped")
         self._stopped.set()
@@ -260,6 +264,7 @@ class Server:
                 self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
         self._connections.add(conn)
+        self._deadlines.watch(conn)
         limit = self.cfg["requests_per_connection"]
         count = 0
         try:
@@ -279,6 +284,7 @@ class Server:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
+            self._deadlines.unwatch(conn)
             conn.close()
 
     def _make_room(self):
@@ -453,6 +459,7 @@ class Server:
         conn = self._direct.get(sock)
         if conn is None:
             conn = self._direct[sock] = Connection(sock)
+        self._deadlines.watch(conn)
         return conn
 
     def _log_access(self, request, client_ip, status, size, started, forwarded_real_ip):

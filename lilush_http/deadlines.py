@@ -1,0 +1,57 @@
+"""Phase deadlines for every connection, enforced by one greenlet per server.
+
+A gevent socket timeout arms a timer on every read or write that has to wait,
+which costs more than a whole request parse. Instead, a connection records its
+deadline before it blocks (``Connection.deadline``), and this watcher wakes a
+few times per shortest timeout, shuts down the sockets whose deadline has
+passed (waking their readers or writers) and marks them expired, so the
+connection ends with the phase's error ("request header timeout", ...).
+Deadlines are never enforced early, and late by at most one tick.
+"""
+
+import weakref
+
+import gevent
+
+from .connection import monotonic
+
+
+class Deadlines:
+    """Watches a set of connections and expires the ones past their deadline."""
+
+    def __init__(self, tick=0.5):
+        self.tick = tick
+        self._connections = weakref.WeakSet()
+        self._greenlet = None
+
+    @staticmethod
+    def tick_for(cfg):
+        """A tick of a fifth of the shortest timeout, between 10 ms and half a second."""
+        shortest = min(cfg["keepalive_idle_timeout"], cfg["request_header_timeout"],
+                       cfg["request_body_timeout"], cfg["response_send_timeout"])
+        return min(0.5, max(0.01, shortest / 5.0))
+
+    def watch(self, conn):
+        self._connections.add(conn)
+        if self._greenlet is None:
+            self._greenlet = gevent.spawn(self._run)
+
+    def unwatch(self, conn):
+        self._connections.discard(conn)
+
+    def stop(self):
+        if self._greenlet is not None:
+            self._greenlet.kill(block=False)
+            self._greenlet = None
+
+    def _run(self):
+        try:
+            while self._connections:
+                gevent.sleep(self.tick)
+                now = monotonic()
+                for conn in list(self._connections):
+                    deadline = conn.deadline
+                    if deadline and now >= deadline:
+                        conn.expire()
+        finally:
+            self._greenlet = None
