@@ -108,7 +108,11 @@ class Connection:
         deadline = now + timeout
         try:
             while True:
-                data = self._recv(deadline, "keepalive timeout", False).lstrip(b"\r\n")
+                # Straight to the waiting read: the non-blocking one just found nothing.
+                data = self._blocking(self.sock.recv, RECV_SIZE, deadline, "keepalive timeout", False)
+                if not data:
+                    raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
+                data = data.lstrip(b"\r\n")
                 if data:
                     return data
         finally:

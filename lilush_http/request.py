@@ -10,7 +10,12 @@ it, as nginx and h11 do). A bare CR anywhere in the head is rejected with 400.
 # RFC 9110 section 5.6.2: tchar, the characters allowed in a token (method, header name).
 TOKEN_CHARS = "!#$%&'*+-.^_`|~0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
 HEX_DIGITS = b"0123456789abcdefABCDEF"
+# What may appear in a chunk-size line (extensions included) or a trailer line:
+# visible ASCII, space and tab. ``line.translate(None, CHUNK_LINE_CHARS)`` is what is left.
+CHUNK_LINE_CHARS = bytes(range(0x20, 0x7F)) + b"\t"
 SUPPORTED_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+_KNOWN_NAMES = {}  # header names already checked -> lower-case form (bounded)
 
 
 class HTTPError(Exception):
@@ -119,8 +124,9 @@ def parse_head(head, limits):
         raise HTTPError(431, "Too many header lines")
 
     line_limit = limits.line
+    long_lines = len(text) > line_limit  # only then can a single line be over the limit
     request_line = lines[0]
-    if len(request_line) > line_limit:
+    if long_lines and len(request_line) > line_limit:
         raise HTTPError(413, "Request line too long")
     parts = request_line.split(" ")
     if len(parts) != 3:
@@ -128,37 +134,48 @@ def parse_head(head, limits):
     method, target, version = parts
     if version not in SUPPORTED_VERSIONS:
         raise HTTPError(400, "Unsupported protocol")
-    if not method or method.strip(TOKEN_CHARS):
+    if method not in COMMON_METHODS and (not method or method.strip(TOKEN_CHARS)):
         raise HTTPError(400, "Invalid method")
     if not target or not target.isprintable():
         raise HTTPError(400, "Invalid request target")
 
     headers = {}
+    known = _KNOWN_NAMES
     for line in lines[1:]:
-        if len(line) > line_limit:
+        if long_lines and len(line) > line_limit:
             raise HTTPError(413, "Header line too long")
         name, colon, value = line.partition(":")
-        if not colon or not name:
+        if not colon:
             raise HTTPError(400, "Malformed header line")
-        if name.strip(TOKEN_CHARS):
-            # Also catches obs-fold continuation lines and whitespace before the colon.
-            raise HTTPError(400, "Invalid header name")
+        lname = known.get(name)
+        if lname is None:
+            if not name:
+                raise HTTPError(400, "Malformed header line")
+            if name.strip(TOKEN_CHARS):
+                # Also catches obs-fold continuation lines and whitespace before the colon.
+                raise HTTPError(400, "Invalid header name")
+            lname = name.lower()
+            if len(known) < 2048:
+                known[name] = lname
         value = value.strip(" \t")
         if not value.isprintable() and not value.replace("\t", " ").isprintable():
             raise HTTPError(400, "Control character in header value")
-        name = name.lower()
-        if name in headers:
-            if name == "host":
+        if lname in headers:
+            if lname == "host":
                 raise HTTPError(400, "Duplicate Host header")
-            headers[name] = headers[name] + ", " + value
+            headers[lname] = headers[lname] + ", " + value
         else:
-            headers[name] = value
+            headers[lname] = value
 
-    request = Request(method, target, version, headers)
-    _frame_body(request, limits)
     if "host" not in headers:
         raise HTTPError(400, "Missing Host header")
-    _connection_options(request)
+    request = Request(method, target, version, headers)
+    if "transfer-encoding" in headers or "content-length" in headers:
+        _frame_body(request, limits)
+    if "connection" in headers or "expect" in headers:
+        _connection_options(request)
+    else:
+        request.keep_alive = version == "HTTP/1.1"
     return request
 
 
@@ -268,6 +285,7 @@ class ChunkedDecoder:
                     self.trailers += 1
                     if self.trailers > self.limits.headers:
                         raise HTTPError(431, "Too many trailer lines")
+                    _check_trailer(line)
         return pos
 
     def _line(self, buf, pos):
@@ -282,7 +300,8 @@ class ChunkedDecoder:
             line = line[:-1]
         if len(line) > self.limits.line:
             raise HTTPError(400, "Chunk size or trailer line too long")
-        if b"\r" in line or b"\x00" in line:
+        if line.translate(None, CHUNK_LINE_CHARS):
+            # CR, NUL, other controls, DEL or bytes >= 0x80, as in the head.
             raise HTTPError(400, "Control character in chunked framing")
         return line, nl + 1
 
@@ -300,3 +319,15 @@ class ChunkedDecoder:
             self.state = self.DATA
         else:
             self.state = self.TRAILER
+
+
+def _check_trailer(line):
+    """A trailer line must be a field line (``name: value``) like a header line:
+    anything else (a request line, an obs-fold, a bare word) is refused rather
+    than silently dropped, so no other parser can read it differently."""
+    name, colon, _value = line.partition(b":")
+    if not colon or not name or name.strip(_TOKEN_BYTES):
+        raise HTTPError(400, "Malformed trailer line")
+
+
+_TOKEN_BYTES = TOKEN_CHARS.encode("ascii")

@@ -926,3 +926,11 @@ def test_chunked_pipelined_request_after_trailers():
     decoder, pos = decode(data + b"POST / HTTP/1.1\r\n")
     assert decoder.done
     assert pos == len(data)
+
+
+def test_cached_header_name_does_not_excuse_a_missing_colon():
+    # "Host" is a known (cached) name after the first parse; a bare "Host" line is still malformed.
+    parse_head(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n", Limits())
+    with pytest.raises(HTTPError) as caught:
+        parse_head(b"GET / HTTP/1.1\r\nHost: a\r\nHost\r\n\r\n", Limits())
+    assert caught.value.status == 400 and caught.value.message == "Malformed header line"
