@@ -43,6 +43,7 @@ def parse_accept_encoding(value):
     return weights
 
 
+@functools.lru_cache(maxsize=512)
 def negotiate(accept_encoding):
     """The coding to use (or None) for this Accept-Encoding, and whether the
     client accepts an uncompressed body at all."""
@@ -92,12 +93,16 @@ class Policy:
         """
         if not self.enabled or not self.eligible(content_type):
             return None, False
+        return self.coding_for(accept_encoding, size), True
+
+    def coding_for(self, accept_encoding, size):
+        """The coding for a body of an eligible type (None: send it as it is)."""
         if accept_encoding is None:
-            return None, True
+            return None
         coding, identity_ok = negotiate(accept_encoding)
         if coding is None or (size is not None and size < self.min_size and identity_ok):
-            return None, True
-        return coding, True
+            return None
+        return coding
 
 
 def compress(data, coding, level):

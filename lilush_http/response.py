@@ -22,7 +22,7 @@ _REASONS = {s.value: s.phrase for s in HTTPStatus}
 _REASONS.update({413: "Content Too Large", 414: "URI Too Long", 416: "Range Not Satisfiable",
                  422: "Unprocessable Content"})
 _STATUS_LINES = {}
-_date = [0, ""]
+_date = [0, "", b""]
 _time = time.time
 
 
@@ -49,7 +49,15 @@ def date_header():
     if now != _date[0]:
         _date[0] = now
         _date[1] = "Date: %s\r\nServer: %s\r\n" % (formatdate(now, usegmt=True), SERVER_NAME)
+        _date[2] = _date[1].encode("ascii")
     return _date[1]
+
+
+def date_lines():
+    """``date_header()`` as bytes."""
+    if int(_time()) != _date[0]:
+        date_header()
+    return _date[2]
 
 
 def body_allowed(status):
@@ -128,6 +136,13 @@ def chunk(data):
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
+_BLOCKS = {}  # (status, handler header items, policy) -> (status line, encoded header block, eligible)
+_BLOCKS_MAX = 512
+_CONNECTION_LINES = {(False, False): b"Connection: close\r\n\r\n", (False, True): b"Connection: close\r\n\r\n",
+                     (True, False): b"\r\n", (True, True): b"Connection: keep-alive\r\n\r\n"}
+_UNCACHEABLE = OWNED | {"date", "server", "content-encoding"}
+
+
 def render(status, headers, content, keep_alive, http10=False, head=False,
            accept_encoding=None, compression=None):
     """The complete response as bytes, and whether the connection stays open.
@@ -136,15 +151,30 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
     overrides it. ``head`` sends the headers a GET would get, without the body.
     ``compression`` (a compression.Policy) and the request's ``accept_encoding``
     decide whether the body is compressed.
+
+    The encoded header block of a (status, handler headers) pair seen before
+    is reused when no coding applies: only Date, Content-Length and
+    Connection are added per response.
     """
     if type(status) is not int or not 100 <= status <= 599:
         check_status(status)
+    try:
+        block = _BLOCKS.get((status, tuple(headers.items()) if headers else None, compression))
+    except (TypeError, AttributeError):  # list values are not hashable; not a dict: checked below
+        block = None
     body = content if type(content) is bytes else to_bytes(content)
+    if block is not None:
+        line, block_bytes, ctype = block
+        if ctype is None or compression.coding_for(accept_encoding, len(body)) is None:
+            data = b"".join((line, date_lines(), block_bytes, b"Content-Length: %d\r\n" % len(body),
+                             _CONNECTION_LINES[keep_alive, http10]))
+            return (data if head or not body else data + body), keep_alive
     if headers:
         text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
     else:
         text, names, stated_length = "", (), None
     if status >= 200 and status != 204 and status != 304:
+        ctype = coding = None
         if compression is not None and "content-encoding" not in names:
             ctype = (headers.get("content-type") or _value(headers, "content-type")
                      if "content-type" in names else "text/html")
@@ -154,8 +184,14 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
                 text += "Content-Encoding: %s\r\n" % coding
             if vary:
                 text += "Vary: Accept-Encoding\r\n"
+            else:
+                ctype = None  # not eligible: the block holds for any Accept-Encoding
         if "content-type" not in names:
             text += "Content-Type: text/html\r\n"
+        if coding is None and _UNCACHEABLE.isdisjoint(names) and (
+                not headers or all(type(v) is str for v in headers.values())):
+            _remember((status, tuple(headers.items()) if headers else None, compression),
+                      (_STATUS_LINES.get(status) or status_line(status), text.encode("utf-8"), ctype))
         if body or stated_length is None or not head:
             stated_length = len(body)
         text += "Content-Length: %d\r\n" % stated_length
@@ -167,6 +203,12 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
     if head or not body:
         return head_bytes, keep_alive
     return head_bytes + body, keep_alive
+
+
+def _remember(key, block):
+    if len(_BLOCKS) >= _BLOCKS_MAX:
+        _BLOCKS.clear()
+    _BLOCKS[key] = block
 
 
 def render_stream_head(status, headers, keep_alive, http10=False, head=False,

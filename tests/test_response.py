@@ -93,3 +93,25 @@ def test_error_response_closes():
     assert "Connection: close" in lines
     assert body == b"400 Bad Request: Missing Host header\n"
     assert error_response(400, "x", head=True).endswith(b"\r\n\r\n")
+
+
+def test_reused_header_block_gives_the_same_bytes():
+    from lilush_http.compression import Policy
+    from lilush_http.config import DEFAULTS
+    policy = Policy(DEFAULTS["compression"])
+    first, _ = render(200, {"content-type": "text/plain", "x-a": "1"}, b"hello", True, False, False, None, policy)
+    again, _ = render(200, {"content-type": "text/plain", "x-a": "1"}, b"hello!", True, False, False, None, policy)
+    assert first.replace(b"Content-Length: 5", b"Content-Length: 6") + b"!" == again
+    # The same headers with a coding to apply do not take the reused block.
+    big = b"x" * 10000
+    packed, _ = render(200, {"content-type": "text/plain", "x-a": "1"}, big, True, False, False, "gzip", policy)
+    assert b"Content-Encoding: gzip\r\n" in packed and len(packed) < 1000
+    # Equal-looking values of other types are still checked.
+    with pytest.raises(ResponseError):
+        render(200.0, {"content-type": "text/plain", "x-a": "1"}, b"hello", True, False, False, None, policy)
+    with pytest.raises(ResponseError):
+        render(200, {"content-type": "text/plain", "x-a": True}, b"hello", True, False, False, None, policy)
+    closed, keep = render(200, {"content-type": "text/plain", "x-a": "1"}, b"hello", False, False, False, None, policy)
+    assert keep is False and closed.endswith(b"Connection: close\r\n\r\nhello")
+    head, _ = render(200, {"content-type": "text/plain", "x-a": "1"}, b"hello", True, False, True, None, policy)
+    assert head.endswith(b"Content-Length: 5\r\n\r\n")
