@@ -6,6 +6,7 @@ at equal weight gzip is preferred over deflate, and br (only when the
 ``deflate`` is the zlib format (RFC 1950), which is what clients expect.
 """
 
+import collections
 import functools
 import zlib
 
@@ -67,7 +68,7 @@ def negotiate(accept_encoding):
 class Policy:
     """The ``compression`` config: which responses get compressed, and how hard."""
 
-    __slots__ = ("enabled", "min_size", "level", "types", "_eligible")
+    __slots__ = ("enabled", "min_size", "level", "types", "_eligible", "cache_size", "_cache", "_cached_bytes")
 
     def __init__(self, cfg):
         self.enabled = cfg["enabled"]
@@ -75,6 +76,28 @@ class Policy:
         self.level = cfg["level"]
         self.types = frozenset(t.lower() for t in cfg["types"])
         self._eligible = {}  # content-type header value -> whether its type is listed
+        self.cache_size = cfg["cache_size"]
+        self._cache = collections.OrderedDict()  # (coding, body) -> encoded body, least recent first
+        self._cached_bytes = 0
+
+    def compress(self, body, coding):
+        """``body`` encoded with ``coding``; a body sent before (same bytes) is encoded
+        once and then served from a cache of at most ``cache_size`` bytes."""
+        if not self.cache_size or len(body) * 2 > self.cache_size:
+            return compress(body, coding, self.level)
+        key = (coding, body)
+        cache = self._cache
+        encoded = cache.get(key)
+        if encoded is not None:
+            cache.move_to_end(key)
+            return encoded
+        encoded = compress(body, coding, self.level)
+        cache[key] = encoded
+        self._cached_bytes += len(body) + len(encoded)
+        while self._cached_bytes > self.cache_size:
+            (_, old_body), old_encoded = cache.popitem(last=False)
+            self._cached_bytes -= len(old_body) + len(old_encoded)
+        return encoded
 
     def eligible(self, content_type):
         """Whether ``content_type`` (parameters ignored) is a listed type."""

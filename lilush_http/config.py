@@ -30,6 +30,7 @@ DEFAULTS = {
         "enabled": True,
         "min_size": 4096,
         "level": 6,
+        "cache_size": 16 * 1024 * 1024,
         "types": [
             "text/html", "text/plain", "text/css", "text/javascript",
             "image/svg+xml", "application/json", "application/rss+xml",
@@ -109,6 +110,8 @@ def _validate_compression(comp):
         return "compression.min_size: expected an integer >= 0, got %r" % (comp.get("min_size"),)
     if not _is_int(comp.get("level")) or not 0 <= comp["level"] <= 9:
         return "compression.level: expected an integer from 0 to 9, got %r" % (comp.get("level"),)
+    if not _is_int(comp.get("cache_size")) or comp["cache_size"] < 0:
+        return "compression.cache_size: expected a number of bytes >= 0, got %r" % (comp.get("cache_size"),)
     types = comp.get("types")
     if not isinstance(types, (list, tuple)) or not all(isinstance(t, str) for t in types):
         return "compression.types: expected a list of content types, got %r" % (types,)

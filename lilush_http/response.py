@@ -11,7 +11,6 @@ import time
 from email.utils import formatdate
 from http import HTTPStatus
 
-from .compression import compress
 from .request import TOKEN_CHARS
 
 SERVER_NAME = "lilush_http"
@@ -180,7 +179,7 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
                      if "content-type" in names else "text/html")
             coding, vary = compression.choose(accept_encoding, ctype, len(body))
             if coding is not None:
-                body = compress(body, coding, compression.level)
+                body = compression.compress(body, coding)
                 text += "Content-Encoding: %s\r\n" % coding
             if vary:
                 text += "Vary: Accept-Encoding\r\n"

@@ -482,3 +482,24 @@ def test_without_brotli_br_is_never_chosen():
                                     "br, deflate;q=0.1": "deflate", "gzip, deflate, br": "gzip"}
     assert result["served"] == {"br": [200, None, True], "br;q=1, gzip;q=0.5": [200, "gzip", True],
                                 "br, deflate;q=0.1": [200, "deflate", True], "*": [200, "gzip", True]}
+
+
+def test_compressed_bodies_are_cached_by_content():
+    from lilush_http.config import DEFAULTS
+    policy = Policy(dict(DEFAULTS["compression"], cache_size=200_000))
+    page = b"<p>cached page</p>" * 5000  # 90 KB
+    first = policy.compress(page, "gzip")
+    assert gzip.decompress(first) == page
+    assert policy.compress(bytes(page), "gzip") is first  # equal bytes: encoded once
+    assert zlib.decompress(policy.compress(page, "deflate")) == page  # per coding
+    other = b"<p>another page</p>" * 5000
+    policy.compress(other, "gzip")  # over 200 KB in all: the least recent entry goes
+    assert policy.compress(page, "gzip") is not first
+    assert gzip.decompress(policy.compress(page, "gzip")) == page
+
+
+def test_compression_cache_can_be_disabled():
+    from lilush_http.config import DEFAULTS
+    policy = Policy(dict(DEFAULTS["compression"], cache_size=0))
+    page = b"x" * 50000
+    assert policy.compress(page, "gzip") is not policy.compress(page, "gzip")

@@ -30,7 +30,8 @@ def test_configure_deep_merges():
     cfg_before = srv.cfg
     assert srv.configure({"compression": {"types": ["text/plain"]}, "port": 9000}) == (True, None)
     assert srv.cfg is cfg_before  # the same dict handlers hold as ctx["cfg"]
-    assert srv.cfg["compression"] == {"enabled": True, "min_size": 10, "level": 6, "types": ["text/plain"]}
+    assert srv.cfg["compression"] == {"enabled": True, "min_size": 10, "level": 6, "types": ["text/plain"],
+                                      "cache_size": 16 * 1024 * 1024}
     assert srv.cfg["port"] == 9000
 
 
@@ -71,6 +72,7 @@ def test_defaults_are_not_shared_between_servers():
     ({"compression": {"min_size": -1}}, "compression.min_size"),
     ({"compression": {"level": 11}}, "compression.level"),
     ({"compression": {"types": "text/html"}}, "compression.types"),
+    ({"compression": {"cache_size": -1}}, "compression.cache_size"),
     ({"compression": 5}, "compression"),
     ({"ssl": {"hosts": {}}}, "ssl.default"),
     ({"ssl": "yes"}, "ssl"),
