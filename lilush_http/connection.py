@@ -51,7 +51,7 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "raw", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
-                 "deadline", "expiry_how", "expired", "__weakref__")
+                 "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock

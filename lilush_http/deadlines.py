@@ -9,19 +9,18 @@ connection ends with the phase's error ("request header timeout", ...).
 Deadlines are never enforced early, and late by at most one tick.
 """
 
-import weakref
-
 import gevent
 
 from .connection import monotonic
 
 
 class Deadlines:
-    """Watches a set of connections and expires the ones past their deadline."""
+    """Expires the connections, of the collections it is given, that are past
+    their deadline; runs while any of them holds a connection."""
 
-    def __init__(self, tick=0.5):
+    def __init__(self, *collections, tick=0.5):
+        self.collections = collections  # sets of connections, or mappings whose values are connections
         self.tick = tick
-        self._connections = weakref.WeakSet()
         self._greenlet = None
 
     @staticmethod
@@ -31,13 +30,10 @@ class Deadlines:
                        cfg["request_body_timeout"], cfg["response_send_timeout"])
         return min(0.5, max(0.01, shortest / 5.0))
 
-    def watch(self, conn):
-        self._connections.add(conn)
+    def start(self):
+        """Make sure the watcher runs (call when a connection is added)."""
         if self._greenlet is None:
             self._greenlet = gevent.spawn(self._run)
-
-    def unwatch(self, conn):
-        self._connections.discard(conn)
 
     def stop(self):
         if self._greenlet is not None:
@@ -46,12 +42,14 @@ class Deadlines:
 
     def _run(self):
         try:
-            while self._connections:
+            while any(self.collections):
                 gevent.sleep(self.tick)
                 now = monotonic()
-                for conn in list(self._connections):
-                    deadline = conn.deadline
-                    if deadline and now >= deadline:
-                        conn.expire()
+                for collection in self.collections:
+                    conns = collection.values() if hasattr(collection, "values") else collection
+                    for conn in list(conns):
+                        deadline = conn.deadline
+                        if deadline and now >= deadline:
+                            conn.expire()
         finally:
             self._greenlet = None

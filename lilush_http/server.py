@@ -82,7 +82,7 @@ class Server:
         self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
         self._stop_request = None  # (timeout, threading.Event) of such a stop()
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
-        self._deadlines = Deadlines(Deadlines.tick_for(self.cfg))
+        self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
         self._access = Logger(access_logger)
         ensure_output(logger)
 
@@ -264,7 +264,7 @@ class Server:
                 self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
         self._connections.add(conn)
-        self._deadlines.watch(conn)
+        self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
         count = 0
         try:
@@ -284,7 +284,6 @@ class Server:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
-            self._deadlines.unwatch(conn)
             conn.close()
 
     def _make_room(self):
@@ -459,7 +458,7 @@ class Server:
         conn = self._direct.get(sock)
         if conn is None:
             conn = self._direct[sock] = Connection(sock)
-        self._deadlines.watch(conn)
+        self._deadlines.start()
         return conn
 
     def _log_access(self, request, client_ip, status, size, started, forwarded_real_ip):
