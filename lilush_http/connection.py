@@ -11,6 +11,7 @@ The handler sees this object as ``ctx["client"]``: it behaves like the socket
 
 import os
 import socket
+import ssl
 import time
 
 import _socket
@@ -20,6 +21,8 @@ from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_he
 from .response import CONTINUE, LAST_CHUNK, chunk, to_bytes, ResponseError
 
 RECV_SIZE = 65536
+# "Nothing to read / no room to write yet": a plain socket's EAGAIN, or TLS wanting I/O.
+WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 CRLF = b"\r\n"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
@@ -50,7 +53,7 @@ class StreamFailed(Exception):
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "raw", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
+    __slots__ = ("sock", "try_recv", "try_send", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
                  "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
@@ -59,9 +62,12 @@ class Connection:
         self.deadline = 0.0  # monotonic time by which the current wait must end; 0: none
         self.expiry_how = socket.SHUT_RD
         self.expired = False
-        # gevent's socket keeps the OS socket, non-blocking, as ``_sock``: reads and
-        # writes try it directly and go through gevent (which waits) only on EAGAIN.
-        self.raw = None if tls else getattr(sock, "_sock", None)
+        # Reads and writes first try the non-blocking object under gevent's socket
+        # (the OS socket ``_sock``, or the TLS object ``_sslobj``) and go through
+        # gevent, which waits, only when that would block.
+        under = getattr(sock, "_sslobj" if tls else "_sock", None)
+        self.try_recv = getattr(under, "read" if tls else "recv", None)
+        self.try_send = getattr(under, "write" if tls else "send", None)
         self.tls = tls
         self.buf = b""
         self.idle = False  # blocked waiting for the first byte of a request
@@ -88,11 +94,11 @@ class Connection:
         return parse_head(buf[:end], limits)
 
     def _wait_for_request(self, timeout):
-        raw = self.raw
-        if raw is not None:  # the next request is often already here: no bookkeeping then
+        try_recv = self.try_recv
+        if try_recv is not None:  # the next request is often already here: no bookkeeping then
             try:
-                data = raw.recv(RECV_SIZE)
-            except BlockingIOError:
+                data = try_recv(RECV_SIZE)
+            except WOULD_BLOCK:
                 pass
             except OSError:
                 raise ConnectionEnded("closed") from None
@@ -175,11 +181,11 @@ class Connection:
     def _recv(self, deadline, timeout_message, phase_started):
         if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
             raise ConnectionEnded(timeout_message, phase_started)
-        raw = self.raw
-        if raw is not None:
+        try_recv = self.try_recv
+        if try_recv is not None:
             try:
-                data = raw.recv(RECV_SIZE)
-            except BlockingIOError:
+                data = try_recv(RECV_SIZE)
+            except WOULD_BLOCK:
                 pass
             except OSError:
                 raise ConnectionEnded("closed") from None
@@ -225,11 +231,11 @@ class Connection:
     def sendall(self, data, timeout=None):
         """Send all of ``data`` within ``timeout`` seconds (None: no limit);
         raises ConnectionEnded."""
-        raw = self.raw
-        if raw is not None:
+        try_send = self.try_send
+        if try_send is not None:
             try:
-                sent = raw.send(data)
-            except BlockingIOError:
+                sent = try_send(data)
+            except WOULD_BLOCK:
                 sent = 0
             except OSError:
                 raise ConnectionEnded("closed") from None
