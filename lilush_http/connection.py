@@ -94,21 +94,12 @@ class Connection:
         return parse_head(buf[:end], limits)
 
     def _wait_for_request(self, timeout):
-        try_recv = self.try_recv
-        if try_recv is not None:  # the next request is often already here: no bookkeeping then
-            try:
-                data = try_recv(RECV_SIZE)
-            except WOULD_BLOCK:
-                pass
-            except OSError:
-                raise ConnectionEnded("closed") from None
-            else:
-                if not data:
-                    raise ConnectionEnded("closed")
-                if data[0] in CRLF:
-                    data = data.lstrip(b"\r\n")  # RFC 9112 section 2.2: blank lines before a request
-                if data:
-                    return data
+        data = self._read_now()  # the next request is often already here: no bookkeeping then
+        if data is not None:
+            if data[0] in CRLF:
+                data = data.lstrip(b"\r\n")  # RFC 9112 section 2.2: blank lines before a request
+            if data:
+                return data
         self.idle = True
         self.idle_since = now = monotonic()
         deadline = now + timeout
@@ -181,21 +172,28 @@ class Connection:
     def _recv(self, deadline, timeout_message, phase_started):
         if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
             raise ConnectionEnded(timeout_message, phase_started)
-        try_recv = self.try_recv
-        if try_recv is not None:
-            try:
-                data = try_recv(RECV_SIZE)
-            except WOULD_BLOCK:
-                pass
-            except OSError:
-                raise ConnectionEnded("closed") from None
-            else:
-                if not data:
-                    raise ConnectionEnded("closed")
-                return data
+        data = self._read_now()
+        if data is not None:
+            return data
         data = self._blocking(self.sock.recv, RECV_SIZE, deadline, timeout_message, phase_started)
         if not data:
             raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
+        return data
+
+    def _read_now(self):
+        """What a non-blocking read finds: bytes, or None when it would have to wait.
+        Raises ConnectionEnded when the client has gone."""
+        try_recv = self.try_recv
+        if try_recv is None:
+            return None
+        try:
+            data = try_recv(RECV_SIZE)
+        except WOULD_BLOCK:
+            return None
+        except OSError:
+            raise ConnectionEnded("closed") from None
+        if not data:
+            raise ConnectionEnded("closed")
         return data
 
     def _recv_into(self, view, deadline):

@@ -2,13 +2,23 @@
 running its own gevent hub in a background thread, so the tests drive it with
 ordinary blocking clients (requests, http.client, raw sockets, curl)."""
 
+import json
+import os
+import re
+import signal
 import socket
+import subprocess
+import sys
 import threading
 import time
 
 import pytest
 
 from lilush_http import server
+
+
+START = re.compile(r"lilush_http serving on https?://127\.0\.0\.1:(\d+)")
+ACCESS = "ACCESS lilush_http.access:"
 
 
 class LiveServer:
@@ -103,60 +113,101 @@ def read_response(reader, head_only=False):
     return status, headers, body
 
 
-class CliServer:
-    """``python -m lilush_http ARGS`` in a subprocess, on a free port it reports.
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
-    The port is read from the start line the server logs; ``stderr_text()``
-    returns what it logged so far; ``stop()`` sends SIGTERM and waits.
-    """
 
-    def __init__(self, args, cwd, env=None):
-        import os
-        import subprocess
-        import sys
-        self.log_path = os.path.join(str(cwd), "server-%d.log" % id(self))
-        self.log = open(self.log_path, "wb")
-        self.process = subprocess.Popen([sys.executable, "-m", "lilush_http", "--port", "0", *args],
-                                        cwd=str(cwd), stdout=self.log, stderr=subprocess.STDOUT,
-                                        env=env)
-        deadline = time.monotonic() + 20
-        self.port = None
-        while self.port is None:
-            assert self.process.poll() is None, "server exited: %s" % self.stderr_text()
-            assert time.monotonic() < deadline, "server did not start: %s" % self.stderr_text()
-            for line in self.stderr_text().splitlines():
-                if " serving on " in line:
-                    self.port = int(line.rsplit(":", 1)[1].split()[0])
-            time.sleep(0.05)
-        self.url = "http://127.0.0.1:%d" % self.port
+class Proc:
+    """A running ``python -m lilush_http``; stderr is collected by a thread."""
 
-    def stderr_text(self):
-        with open(self.log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
+    def __init__(self, args, cwd, wait_start=True, port=None):
+        self.proc = subprocess.Popen([sys.executable, "-m", "lilush_http"] + list(args), cwd=str(cwd),
+                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        self.lines = []
+        self.lock = threading.Lock()
+        self.reader = threading.Thread(target=self._read, daemon=True)
+        self.reader.start()
+        self.port = port
+        if wait_start:
+            line = self.wait_for(START.search)
+            self.port = int(START.search(line).group(1))
+        elif port is not None:
+            self.wait_listening()
+        self.url = "http://127.0.0.1:%d" % self.port if self.port else None
 
-    def stop(self):
-        import signal
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
+    def _read(self):
+        for raw in self.proc.stderr:
+            with self.lock:
+                self.lines.append(raw.decode("utf-8", "replace"))
+
+    @property
+    def stderr(self):
+        with self.lock:
+            return "".join(self.lines)
+
+    def wait_for(self, match, timeout=10):
+        """The first stderr line for which ``match`` is true, waiting for it."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self.lock:
+                for line in self.lines:
+                    if match(line):
+                        return line
+            if self.proc.poll() is not None and not self.reader.is_alive():
+                raise AssertionError("server exited %s:\n%s" % (self.proc.returncode, self.stderr))
+            if time.monotonic() > deadline:
+                raise AssertionError("timed out; stderr so far:\n%s" % self.stderr)
+            time.sleep(0.02)
+
+    def wait_listening(self, timeout=10):
+        deadline = time.monotonic() + timeout
+        while True:
             try:
-                self.process.wait(15)
-            except Exception:
-                self.process.kill()
-                self.process.wait(5)
-        self.log.close()
-        return self.process.returncode
+                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
+                return
+            except OSError:
+                assert self.proc.poll() is None, "server exited:\n%s" % self.stderr
+                assert time.monotonic() < deadline, "server did not listen:\n%s" % self.stderr
+                time.sleep(0.05)
+
+    def access_entries(self):
+        return [json.loads(line.split(ACCESS, 1)[1]) for line in self.stderr.splitlines() if ACCESS in line]
+
+    def stop(self, signum=signal.SIGTERM, timeout=5):
+        """Send ``signum`` and wait for the exit; the return code."""
+        self.proc.send_signal(signum)
+        code = self.proc.wait(timeout)
+        self.reader.join(5)
+        return code
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(5)
+        self.reader.join(5)
+        self.proc.stdout.close()
+        self.proc.stderr.close()
 
 
 @pytest.fixture
-def cli_server(tmp_path):
-    """Factory: ``cli_server(*args, cwd=tmp_path)`` runs the CLI; stopped after the test."""
-    started = []
+def run():
+    """Factory: ``run(args, cwd, ...)`` starts the CLI; every process is killed after the test."""
+    procs = []
 
-    def start(*args, cwd=None, env=None):
-        server = CliServer(args, cwd or tmp_path, env)
-        started.append(server)
-        return server
+    def start(args, cwd, **kw):
+        p = Proc(args, cwd, **kw)
+        procs.append(p)
+        return p
 
     yield start
-    for server in started:
-        server.stop()
+    for p in procs:
+        p.kill()
+
+
+def cli(args, cwd, timeout=15):
+    """Run the CLI to its end (an error case); the CompletedProcess, stderr as text."""
+    return subprocess.run([sys.executable, "-m", "lilush_http"] + list(args), cwd=str(cwd), capture_output=True,
+                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)

@@ -14,8 +14,8 @@ import time
 import pytest
 import requests
 
-START = re.compile(r"lilush_http serving on http://127\.0\.0\.1:(\d+)")
-ACCESS = "ACCESS lilush_http.access:"
+from conftest import ACCESS, START, cli, free_port
+
 
 HANDLER = '''
 import json
@@ -39,106 +39,6 @@ def handle(method, query, args, headers, body, ctx):
 
 not_a_function = 42
 '''
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Proc:
-    """A running ``python -m lilush_http``; stderr is collected by a thread."""
-
-    def __init__(self, args, cwd, wait_start=True, port=None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "lilush_http"] + list(args), cwd=str(cwd),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
-        self.lines = []
-        self.lock = threading.Lock()
-        self.reader = threading.Thread(target=self._read, daemon=True)
-        self.reader.start()
-        self.port = port
-        if wait_start:
-            line = self.wait_for(START.search)
-            self.port = int(START.search(line).group(1))
-        elif port is not None:
-            self.wait_listening()
-        self.url = "http://127.0.0.1:%d" % self.port if self.port else None
-
-    def _read(self):
-        for raw in self.proc.stderr:
-            with self.lock:
-                self.lines.append(raw.decode("utf-8", "replace"))
-
-    @property
-    def stderr(self):
-        with self.lock:
-            return "".join(self.lines)
-
-    def wait_for(self, match, timeout=10):
-        """The first stderr line for which ``match`` is true, waiting for it."""
-        deadline = time.monotonic() + timeout
-        while True:
-            with self.lock:
-                for line in self.lines:
-                    if match(line):
-                        return line
-            if self.proc.poll() is not None and not self.reader.is_alive():
-                raise AssertionError("server exited %s:\n%s" % (self.proc.returncode, self.stderr))
-            if time.monotonic() > deadline:
-                raise AssertionError("timed out; stderr so far:\n%s" % self.stderr)
-            time.sleep(0.02)
-
-    def wait_listening(self, timeout=10):
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                return
-            except OSError:
-                assert self.proc.poll() is None, "server exited:\n%s" % self.stderr
-                assert time.monotonic() < deadline, "server did not listen:\n%s" % self.stderr
-                time.sleep(0.05)
-
-    def access_entries(self):
-        return [json.loads(line.split(ACCESS, 1)[1]) for line in self.stderr.splitlines() if ACCESS in line]
-
-    def stop(self, signum=signal.SIGTERM, timeout=5):
-        """Send ``signum`` and wait for the exit; the return code."""
-        self.proc.send_signal(signum)
-        code = self.proc.wait(timeout)
-        self.reader.join(5)
-        return code
-
-    def kill(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(5)
-        self.reader.join(5)
-        self.proc.stdout.close()
-        self.proc.stderr.close()
-
-
-@pytest.fixture
-def run():
-    """Factory: ``run(args, cwd, ...)`` starts the CLI; every process is killed after the test."""
-    procs = []
-
-    def start(args, cwd, **kw):
-        p = Proc(args, cwd, **kw)
-        procs.append(p)
-        return p
-
-    yield start
-    for p in procs:
-        p.kill()
-
-
-def cli(args, cwd, timeout=15):
-    """Run the CLI to its end (an error case); the CompletedProcess, stderr as text."""
-    return subprocess.run([sys.executable, "-m", "lilush_http"] + list(args), cwd=str(cwd), capture_output=True,
-                          text=True, timeout=timeout, stdin=subprocess.DEVNULL)
 
 
 @pytest.fixture

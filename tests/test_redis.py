@@ -20,14 +20,9 @@ import pytest
 import requests
 
 from lilush_http import server
+from conftest import free_port
 
 redis = pytest.importorskip("redis")
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +58,7 @@ def write_app(tmp_path, source, config):
     (tmp_path / "config.json").write_text(json.dumps(config))
 
 
-def test_hit_counter_under_200_concurrent_requests(redis_server, tmp_path, cli_server):
+def test_hit_counter_under_200_concurrent_requests(redis_server, tmp_path, run):
     client = redis.Redis(port=redis_server)
     client.delete("hits")
     write_app(tmp_path, """
@@ -71,7 +66,7 @@ def test_hit_counter_under_200_concurrent_requests(redis_server, tmp_path, cli_s
             return str(ctx["redis"].incr("hits")), 200, {"content-type": "text/plain"}
     """, {"redis": {"port": redis_server, "max_connections": 20}, "connection_limit": 256,
           "log_level": "info"})
-    live = cli_server("app:handle", "--config", "config.json")
+    live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
     with concurrent.futures.ThreadPoolExecutor(50) as pool:
         statuses = list(pool.map(lambda i: requests.get(live.url + "/%d" % i, timeout=30).status_code,
                                  range(200)))
@@ -79,7 +74,7 @@ def test_hit_counter_under_200_concurrent_requests(redis_server, tmp_path, cli_s
     assert int(client.get("hits")) == 200
 
 
-def test_blpop_in_one_handler_does_not_block_others(redis_server, tmp_path, cli_server):
+def test_blpop_in_one_handler_does_not_block_others(redis_server, tmp_path, run):
     redis.Redis(port=redis_server).delete("never")
     write_app(tmp_path, """
         def handle(method, query, args, headers, body, ctx):
@@ -88,7 +83,7 @@ def test_blpop_in_one_handler_does_not_block_others(redis_server, tmp_path, cli_
                 return "waited", 200, {}
             return "quick", 200, {}
     """, {"redis": {"port": redis_server}, "log_level": "info"})
-    live = cli_server("app:handle", "--config", "config.json")
+    live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
     with concurrent.futures.ThreadPoolExecutor(4) as pool:
         slow = pool.submit(requests.get, live.url + "/wait", timeout=10)
         time.sleep(0.2)  # the BLPOP is now blocking in the server
@@ -100,7 +95,7 @@ def test_blpop_in_one_handler_does_not_block_others(redis_server, tmp_path, cli_
         assert slow.result().text == "waited"
 
 
-def test_redis_down_server_still_serves(tmp_path, cli_server):
+def test_redis_down_server_still_serves(tmp_path, run):
     write_app(tmp_path, """
         import redis
         def handle(method, query, args, headers, body, ctx):
@@ -113,7 +108,7 @@ def test_redis_down_server_still_serves(tmp_path, cli_server):
                 ctx["redis"].get("x")
             return "up", 200, {}
     """, {"redis": {"port": free_port(), "timeout": 1}})
-    live = cli_server("app:handle", "--config", "config.json")
+    live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
     assert requests.get(live.url + "/").text == "up"
     response = requests.get(live.url + "/caught")
     assert response.status_code == 503 and response.text == "redis error: ConnectionError"
@@ -143,7 +138,7 @@ def test_bad_redis_config(bad, key):
     assert srv is None and err.startswith(key + ":"), err
 
 
-def test_monkeypatched_requests_in_handlers_run_concurrently(tmp_path, cli_server):
+def test_monkeypatched_requests_in_handlers_run_concurrently(tmp_path, run):
     class Slow(http.server.BaseHTTPRequestHandler):
         def do_GET(self):
             time.sleep(0.5)
@@ -165,7 +160,7 @@ def test_monkeypatched_requests_in_handlers_run_concurrently(tmp_path, cli_serve
             def handle(method, query, args, headers, body, ctx):
                 return requests.get("http://127.0.0.1:%d/", timeout=10).text, 200, {}
         """ % backend.server_address[1], {"log_level": "info"})
-        live = cli_server("app:handle", "--config", "config.json")
+        live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
         started = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(50) as pool:
             bodies = list(pool.map(lambda i: requests.get(live.url, timeout=30).text, range(50)))

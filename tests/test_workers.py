@@ -41,33 +41,32 @@ def wait_for(predicate, timeout=10):
     return False
 
 
-def test_two_workers_share_the_port_and_are_restarted(app_dir, cli_server):
-    live = cli_server("app:handle", "--workers", "2", "--log-level", "debug", cwd=app_dir)
+def test_two_workers_share_the_port_and_are_restarted(app_dir, run):
+    live = run(["app:handle", "--port", "0", "--workers", "2", "--log-level", "debug"], app_dir)
     assert wait_for(lambda: len(pids_answering(live.url, 20)) == 2)
     pids = pids_answering(live.url)
-    assert len(pids) == 2 and str(live.process.pid) not in pids  # the supervisor does not serve
+    assert len(pids) == 2 and str(live.proc.pid) not in pids  # the supervisor does not serve
     with pytest.raises(requests.ConnectionError):
         requests.get(live.url + "/die", timeout=5)  # one worker exits
-    assert wait_for(lambda: "starting another" in live.stderr_text())
+    assert wait_for(lambda: "starting another" in live.stderr)
     assert wait_for(lambda: len(pids_answering(live.url, 20) - pids) == 1)  # a new worker serves
     assert live.stop() == 0
-    assert "exit status 3" in live.stderr_text()
+    assert "exit status 3" in live.stderr
 
 
-def test_sigterm_stops_supervisor_and_workers(app_dir, cli_server):
-    live = cli_server("app:handle", "--workers", "2", "--log-level", "debug", cwd=app_dir)
-    assert wait_for(lambda: live.stderr_text().count("started") >= 2)
+def test_sigterm_stops_supervisor_and_workers(app_dir, run):
+    live = run(["app:handle", "--port", "0", "--workers", "2", "--log-level", "debug"], app_dir)
+    assert wait_for(lambda: live.stderr.count("started") >= 2)
     workers = [int(line.split("worker ")[1].split()[0])
-               for line in live.stderr_text().splitlines() if "worker " in line and "started" in line]
-    live.process.send_signal(signal.SIGTERM)
-    assert live.process.wait(10) == 0
+               for line in live.stderr.splitlines() if "worker " in line and "started" in line]
+    assert live.stop(signal.SIGTERM, 10) == 0
     for pid in workers:
         assert wait_for(lambda: not os.path.exists("/proc/%d" % pid) or
                         open("/proc/%d/stat" % pid).read().split()[2] == "Z", 5)
 
 
-def test_wsgi_flag(app_dir, cli_server):
-    live = cli_server("--wsgi", "app:wsgi", cwd=app_dir)
+def test_wsgi_flag(app_dir, run):
+    live = run(["--wsgi", "app:wsgi", "--port", "0"], app_dir)
     response = requests.get(live.url + "/some/path")
     assert response.status_code == 200 and response.text == "wsgi says /some/path"
 
@@ -86,14 +85,14 @@ def test_wsgi_flag_errors(app_dir):
         assert "Traceback" not in out.stderr
 
 
-def test_tls_flags(app_dir, cli_server):
+def test_tls_flags(app_dir, run):
     trustme = pytest.importorskip("trustme")
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
     cert.cert_chain_pems[0].write_to_path(str(app_dir / "cert.pem"))
     cert.private_key_pem.write_to_path(str(app_dir / "key.pem"))
     ca.cert_pem.write_to_path(str(app_dir / "ca.pem"))
-    live = cli_server("app:handle", "--tls-cert", "cert.pem", "--tls-key", "key.pem", cwd=app_dir)
-    assert "serving on https://" in live.stderr_text()
+    live = run(["app:handle", "--port", "0", "--tls-cert", "cert.pem", "--tls-key", "key.pem"], app_dir)
+    assert "serving on https://" in live.stderr
     response = requests.get("https://127.0.0.1:%d/" % live.port, verify=str(app_dir / "ca.pem"))
-    assert response.status_code == 200 and response.text == str(live.process.pid)
+    assert response.status_code == 200 and response.text == str(live.proc.pid)
