@@ -81,25 +81,27 @@ class Connection:
     def read_head(self, idle_timeout, header_timeout, limits):
         """Read and parse the next request head; raises ConnectionEnded or HTTPError."""
         buf = self.buf
-        if not buf:
-            buf = self._wait_for_request(idle_timeout)
-        elif buf[0] in CRLF:
-            buf = buf.lstrip(b"\r\n")  # RFC 9112 section 2.2: ignore blank lines before a request
-            if not buf:
-                buf = self._wait_for_request(idle_timeout)
+        if buf and buf[0] in CRLF:
+            buf = skip_blank_lines(buf)
+        if not buf or buf == b"\r":
+            buf = self._wait_for_request(idle_timeout, buf)
         end = find_head_end(buf)
         if end < 0:
             buf, end = self._read_rest_of_head(buf, header_timeout, limits)
         self.buf = buf[end:]
         return parse_head(buf[:end], limits)
 
-    def _wait_for_request(self, timeout):
+    def _wait_for_request(self, timeout, pending=b""):
+        """The first bytes of the next request (``pending``: a CR already read that
+        may start a CRLF blank line)."""
         data = self._read_now()  # the next request is often already here: no bookkeeping then
         if data is not None:
+            data = pending + data
             if data[0] in CRLF:
-                data = data.lstrip(b"\r\n")  # RFC 9112 section 2.2: blank lines before a request
-            if data:
+                data = skip_blank_lines(data)
+            if data and data != b"\r":
                 return data
+            pending = data
         self.idle = True
         self.idle_since = now = monotonic()
         deadline = now + timeout
@@ -109,9 +111,10 @@ class Connection:
                 data = self._blocking(self.sock.recv, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
-                data = data.lstrip(b"\r\n")
-                if data:
+                data = skip_blank_lines(pending + data)
+                if data and data != b"\r":
                     return data
+                pending = data
         finally:
             self.idle = False
 
@@ -392,6 +395,19 @@ class Connection:
             sock.close()
         except OSError:
             pass
+
+
+def skip_blank_lines(data):
+    """``data`` without the empty lines (CRLF or LF) before a request, which RFC 9112
+    section 2.2 says to ignore; a bare CR stays, and the parser refuses it."""
+    start = 0
+    while True:
+        if data.startswith(b"\r\n", start):
+            start += 2
+        elif data.startswith(b"\n", start):
+            start += 1
+        else:
+            return data[start:] if start else data
 
 
 def shutdown(sock, how):

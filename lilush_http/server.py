@@ -37,6 +37,10 @@ logger = logging.getLogger("lilush_http")
 access_logger = logging.getLogger("lilush_http.access")
 
 FIXED_CONTENT = (str, bytes, bytearray, memoryview)
+# What a handler may raise that becomes a 500: also sys.exit() and a stray
+# GeneratorExit, which must not end the serving loop (GreenletExit, the kill of
+# a connection on shutdown, is not caught).
+HANDLER_FAULTS = (Exception, SystemExit, GeneratorExit)
 # The OS thread's id even when monkeypatching made get_ident() per greenlet.
 thread_id = get_original("_thread", "get_ident")
 FILE_BLOCK = 256 * 1024
@@ -358,8 +362,8 @@ class Server:
                 return "keep-alive", None  # the handler answered on the socket itself
             if status is None:
                 status = 200
-            elif type(status) is int and status < 200:
-                keep_alive = False
+            elif type(status) is int and 100 <= status < 200:
+                keep_alive = False  # after an informational final answer, HTTP cannot go on
             if content is None or isinstance(content, FIXED_CONTENT):
                 data, keep_alive = render(status, response_headers, content, keep_alive,
                                           request.version == "HTTP/1.0", method == "HEAD",
@@ -378,7 +382,7 @@ class Server:
         except ResponseError as exc:
             logger.error("%s %s: %s", method, request.query, exc)
             status, data, keep_alive = self._server_error(keep_alive, request)
-        except Exception:
+        except HANDLER_FAULTS:
             logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             status, data, keep_alive = self._server_error(keep_alive, request)
 

@@ -778,8 +778,6 @@ CHUNKED_OK = [
     (b"5;a=1;b=\"x;y\"\r\nhello\r\n0\r\n\r\n", b"hello"),
     (b"5 ;ext\r\nhello\r\n0\t;ext\r\n\r\n", b"hello"),  # BWS before ';'
     (b"5\r\nhello\r\n0\r\nX-Trailer: 1\r\nX-Other: 2\r\n\r\n", b"hello"),  # trailers dropped
-    (b"5\nhello\n0\n\n", b"hello"),  # bare LF framing
-    (b"5\nhello\r\n0\r\nX-T: 1\n\n", b"hello"),  # mixed
     (b"3\r\n\r\n\n\r\n0\r\n\r\n", b"\r\n\n"),  # CR/LF inside chunk data are data
     (b"2\r\n0\r\r\n0\r\n\r\n", b"0\r"),
     (b"64\r\n" + b"z" * 100 + b"\r\n0\r\n\r\n", b"z" * 100),  # exactly the body limit
@@ -878,6 +876,10 @@ CHUNKED_BAD = [
     (b"1" * 17 + b"\r\nhello\r\n0\r\n\r\n", 400),  # 17 hex digits
     (b"5\r\nhello\r\n0\r\n\r\n".replace(b"0\r\n\r\n", b"\xd9\r\n\r\n"), 400),  # non-ASCII size
     (b"5\r\nhelloXY0\r\n\r\n", 400),  # missing CRLF after data
+    (b"5\nhello\r\n0\r\n\r\n", 400),  # bare LF after a size: CRLF only inside chunked framing
+    (b"5\r\nhello\n0\r\n\r\n", 400),  # bare LF after data
+    (b"5\r\nhello\r\n0\r\nX-T: 1\n\r\n", 400),  # bare LF after a trailer
+    (b"5\r\nhello\r\n0\r\n\n", 400),  # bare LF as the last line
     (b"5\r\nhello\rX0\r\n\r\n", 400),  # CR not followed by LF
     (b"5\r\nhello world\r\n0\r\n\r\n", 400),  # more data than the size says
     (b"5\r\r\nhello\r\n0\r\n\r\n", 400),  # bare CR in the size line
