@@ -53,7 +53,7 @@ class StreamFailed(Exception):
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "try_recv", "try_send", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
+    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
                  "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
@@ -68,6 +68,9 @@ class Connection:
         under = getattr(sock, "_sslobj" if tls else "_sock", None)
         self.try_recv = getattr(under, "read" if tls else "recv", None)
         self.try_send = getattr(under, "write" if tls else "send", None)
+        # gevent's read watcher of a plain socket, to wait on it without a failed read first
+        self.readable_event = (getattr(sock, "_read_event", None)
+                               if not tls and self.try_recv is not None and hasattr(sock, "_wait") else None)
         self.tls = tls
         self.buf = b""
         self.idle = False  # blocked waiting for the first byte of a request
@@ -94,21 +97,17 @@ class Connection:
     def _wait_for_request(self, timeout, pending=b""):
         """The first bytes of the next request (``pending``: a CR already read that
         may start a CRLF blank line)."""
-        data = self._read_now()  # the next request is often already here: no bookkeeping then
-        if data is not None:
-            data = pending + data
-            if data[0] in CRLF:
-                data = skip_blank_lines(data)
-            if data and data != b"\r":
-                return data
-            pending = data
         self.idle = True
         self.idle_since = now = monotonic()
         deadline = now + timeout
+        # A plain socket waits until readable, then reads once: the client has
+        # rarely sent its next request the instant the last response left, so a
+        # read first (gevent's recv tries one) would mostly fail. A TLS socket may
+        # hold decrypted bytes the descriptor does not show: it reads first.
+        receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
         try:
             while True:
-                # Straight to the waiting read: the non-blocking one just found nothing.
-                data = self._blocking(self.sock.recv, RECV_SIZE, deadline, "keepalive timeout", False)
+                data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
                 data = skip_blank_lines(pending + data)
@@ -178,10 +177,33 @@ class Connection:
         data = self._read_now()
         if data is not None:
             return data
-        data = self._blocking(self.sock.recv, RECV_SIZE, deadline, timeout_message, phase_started)
+        receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
+        data = self._blocking(receive, RECV_SIZE, deadline, timeout_message, phase_started)
         if not data:
             raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
         return data
+
+    def _recv_when_readable(self, size):
+        """Wait until the (plain) socket is readable, then read: one read call,
+        where gevent's recv would try one that fails first."""
+        wait = self.sock._wait
+        event = self.readable_event
+        try_recv = self.try_recv
+        while True:
+            wait(event)
+            try:
+                return try_recv(size)
+            except BlockingIOError:
+                continue
+
+    def _recv_into_when_readable(self, view):
+        """``recv_into`` that reads what is there, else waits as ``_recv_when_readable``."""
+        recv_into = self.sock._sock.recv_into
+        while True:
+            try:
+                return recv_into(view)
+            except BlockingIOError:
+                self.sock._wait(self.readable_event)
 
     def _read_now(self):
         """What a non-blocking read finds: bytes, or None when it would have to wait.
@@ -200,7 +222,8 @@ class Connection:
         return data
 
     def _recv_into(self, view, deadline):
-        got = self._blocking(self.sock.recv_into, view, deadline, "request body timeout", True)
+        receive = self._recv_into_when_readable if self.readable_event is not None else self.sock.recv_into
+        got = self._blocking(receive, view, deadline, "request body timeout", True)
         if not got:
             raise ConnectionEnded("request body timeout" if self.expired else "closed", True)
         return got
