@@ -73,12 +73,13 @@ def find_head_end(buf, start=0):
     ``start`` skips a prefix already known to hold no blank line.
     """
     crlf = buf.find(b"\n\r\n", start)
-    lf = buf.find(b"\n\n", start)
-    if lf >= 0 and (crlf < 0 or lf < crlf):
-        return lf + 2
-    if crlf >= 0:
-        return crlf + 3
-    return -1
+    if crlf < 0:
+        lf = buf.find(b"\n\n", start)
+        return lf + 2 if lf >= 0 else -1
+    # A bare-LF blank line can only end the head first if it comes before the CRLF
+    # one: search no further (the rest may be a large body).
+    lf = buf.find(b"\n\n", start, crlf + 1)
+    return lf + 2 if lf >= 0 else crlf + 3
 
 
 def check_partial_head(buf, limits, start=0, lines=0):
