@@ -53,7 +53,7 @@ class StreamFailed(Exception):
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
+    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
                  "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
@@ -68,9 +68,11 @@ class Connection:
         under = getattr(sock, "_sslobj" if tls else "_sock", None)
         self.try_recv = getattr(under, "read" if tls else "recv", None)
         self.try_send = getattr(under, "write" if tls else "send", None)
-        # gevent's read watcher of a plain socket, to wait on it without a failed read first
+        # gevent's read watcher, to wait on the descriptor without a failed read first;
+        # a TLS connection also asks OpenSSL whether it holds decrypted bytes already.
         self.readable_event = (getattr(sock, "_read_event", None)
-                               if not tls and self.try_recv is not None and hasattr(sock, "_wait") else None)
+                               if self.try_recv is not None and hasattr(sock, "_wait") else None)
+        self.tls_pending = getattr(under, "pending", None) if tls else None
         self.tls = tls
         self.buf = b""
         self.idle = False  # blocked waiting for the first byte of a request
@@ -100,10 +102,9 @@ class Connection:
         self.idle = True
         self.idle_since = now = monotonic()
         deadline = now + timeout
-        # A plain socket waits until readable, then reads once: the client has
-        # rarely sent its next request the instant the last response left, so a
-        # read first (gevent's recv tries one) would mostly fail. A TLS socket may
-        # hold decrypted bytes the descriptor does not show: it reads first.
+        # Wait until readable, then read once: the client has rarely sent its next
+        # request the instant the last response left, so a read first (gevent's
+        # recv tries one) would mostly fail.
         receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
         try:
             while True:
@@ -184,17 +185,24 @@ class Connection:
         return data
 
     def _recv_when_readable(self, size):
-        """Wait until the (plain) socket is readable, then read: one read call,
-        where gevent's recv would try one that fails first."""
-        wait = self.sock._wait
+        """Wait until the socket is readable, then read: one read call, where
+        gevent's recv would try one that fails first. OpenSSL reads one record at
+        a time, so with nothing decrypted pending the descriptor tells the truth."""
+        sock = self.sock
         event = self.readable_event
         try_recv = self.try_recv
+        pending = self.tls_pending
         while True:
-            wait(event)
+            if pending is None or not pending():
+                sock._wait(event)
             try:
                 return try_recv(size)
             except BlockingIOError:
                 continue
+            except ssl.SSLWantReadError:
+                continue
+            except ssl.SSLWantWriteError:
+                sock._wait(sock._write_event)
 
     def _recv_into_when_readable(self, view):
         """``recv_into`` that reads what is there, else waits as ``_recv_when_readable``."""
@@ -222,7 +230,8 @@ class Connection:
         return data
 
     def _recv_into(self, view, deadline):
-        receive = self._recv_into_when_readable if self.readable_event is not None else self.sock.recv_into
+        receive = (self._recv_into_when_readable if self.readable_event is not None and not self.tls
+                   else self.sock.recv_into)
         got = self._blocking(receive, view, deadline, "request body timeout", True)
         if not got:
             raise ConnectionEnded("request body timeout" if self.expired else "closed", True)
