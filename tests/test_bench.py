@@ -1,0 +1,31 @@
+"""The benchmark scripts run and print their tables (a tiny setting: no timing is asserted)."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (apt-get install wrk)")
+def test_bench_run_prints_its_table(tmp_path):
+    output = tmp_path / "results.md"
+    out = subprocess.run([sys.executable, "bench/run.py", "--duration", "1", "--repeat", "1",
+                          "--servers", "lilush_http", "--scenarios", "a", "--output", str(output)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| a 13-byte body, keep-alive | lilush_http |" in out.stdout
+    row = next(line for line in out.stdout.splitlines() if line.startswith("| a 13-byte body, keep-alive | lilush_http |"))
+    assert float(row.split("|")[3]) > 0  # requests per second were measured
+    assert output.read_text().startswith("# Benchmark results")
+
+
+def test_idle_connections_script_reports_rss():
+    out = subprocess.run([sys.executable, "bench/idle.py", "--connections", "200"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "idle keep-alive connections: 200" in out.stdout
+    assert "server RSS:" in out.stdout and "a new request meanwhile: answered in" in out.stdout
