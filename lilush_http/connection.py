@@ -21,6 +21,7 @@ from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_he
 from .response import CONTINUE, LAST_CHUNK, chunk, to_bytes, ResponseError
 
 RECV_SIZE = 65536
+BODY_READ = 256 * 1024  # largest single read of a Content-Length body
 # "Nothing to read / no room to write yet": a plain socket's EAGAIN, or TLS wanting I/O.
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 CRLF = b"\r\n"
@@ -149,14 +150,15 @@ class Connection:
         if expect_continue:
             self.sendall(CONTINUE, timeout)
         deadline = monotonic() + timeout
-        body = bytearray(size)
+        parts = [buf]
         got = len(buf)
-        body[:got] = buf
         self.buf = b""
-        with memoryview(body) as view:
-            while got < size:
-                got += self._recv_into(view[got:], deadline)
-        return bytes(body)
+        while got < size:
+            # Never more than the body: what follows belongs to the next request.
+            data = self._recv(deadline, "request body timeout", True, min(size - got, BODY_READ))
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
 
     def _read_chunked(self, expect_continue, timeout, limits):
         decoder = ChunkedDecoder(limits)
@@ -172,14 +174,14 @@ class Connection:
         self.buf = buf[pos:]
         return decoder.body
 
-    def _recv(self, deadline, timeout_message, phase_started):
+    def _recv(self, deadline, timeout_message, phase_started, size=RECV_SIZE):
         if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
             raise ConnectionEnded(timeout_message, phase_started)
-        data = self._read_now()
+        data = self._read_now(size)
         if data is not None:
             return data
         receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
-        data = self._blocking(receive, RECV_SIZE, deadline, timeout_message, phase_started)
+        data = self._blocking(receive, size, deadline, timeout_message, phase_started)
         if not data:
             raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
         return data
@@ -204,23 +206,14 @@ class Connection:
             except ssl.SSLWantWriteError:
                 sock._wait(sock._write_event)
 
-    def _recv_into_when_readable(self, view):
-        """``recv_into`` that reads what is there, else waits as ``_recv_when_readable``."""
-        recv_into = self.sock._sock.recv_into
-        while True:
-            try:
-                return recv_into(view)
-            except BlockingIOError:
-                self.sock._wait(self.readable_event)
-
-    def _read_now(self):
+    def _read_now(self, size=RECV_SIZE):
         """What a non-blocking read finds: bytes, or None when it would have to wait.
         Raises ConnectionEnded when the client has gone."""
         try_recv = self.try_recv
         if try_recv is None:
             return None
         try:
-            data = try_recv(RECV_SIZE)
+            data = try_recv(size)
         except WOULD_BLOCK:
             return None
         except OSError:
@@ -228,14 +221,6 @@ class Connection:
         if not data:
             raise ConnectionEnded("closed")
         return data
-
-    def _recv_into(self, view, deadline):
-        receive = (self._recv_into_when_readable if self.readable_event is not None and not self.tls
-                   else self.sock.recv_into)
-        got = self._blocking(receive, view, deadline, "request body timeout", True)
-        if not got:
-            raise ConnectionEnded("request body timeout" if self.expired else "closed", True)
-        return got
 
     def _blocking(self, operation, argument, deadline, timeout_message, phase_started,
                   how=socket.SHUT_RD):
