@@ -54,8 +54,8 @@ class StreamFailed(Exception):
 class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
-    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "buf", "idle", "idle_since", "linger", "closed", "sni", "tls",
-                 "deadline", "expiry_how", "expired")
+    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
+                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -104,8 +104,9 @@ class Connection:
         self.idle_since = now = monotonic()
         deadline = now + timeout
         # Wait until readable, then read once: the client has rarely sent its next
-        # request the instant the last response left, so a read first (gevent's
-        # recv tries one) would mostly fail.
+        # request the instant the last response left (nor its first the instant
+        # it connected: measured), so a read first, which gevent's recv tries,
+        # would mostly fail.
         receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
         try:
             while True:
