@@ -15,10 +15,8 @@ goes away, or a WARNING/ERROR/traceback in its log.
 
 import argparse
 import collections
-import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -30,8 +28,7 @@ import time
 
 import h11
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import loud_lines, read_log, start_server
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -247,38 +244,6 @@ def exchange(port, data, timeout):
             out += chunk
 
 
-def start_server(app_dir, config, log_level="info", extra=()):
-    path = os.path.join(app_dir, "config.json")
-    with open(path, "w") as f:
-        json.dump(config, f)
-    log = open(os.path.join(app_dir, "server.log"), "wb")
-    process = subprocess.Popen([sys.executable, "-m", "lilush_http", "app:handle", "--port", "0",
-                                "--config", path, "--log-level", log_level, *extra],
-                               cwd=app_dir, stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        text = read_log(app_dir)
-        match = re.search(r" serving on \S+:(\d+) ", text)
-        if match:
-            return process, int(match.group(1))
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    raise SystemExit("server did not start:\n" + read_log(app_dir))
-
-
-def read_log(app_dir):
-    with open(os.path.join(app_dir, "server.log"), "rb") as f:
-        return f.read().decode("utf-8", "replace")
-
-
-def loud_lines(text):
-    return [line for line in text.splitlines()
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--count", type=int, default=100000, help="mutated requests to send")
@@ -291,7 +256,7 @@ def main(argv=None):
     app_dir = tempfile.mkdtemp(prefix="lilush-fuzz-")
     with open(os.path.join(app_dir, "app.py"), "w") as f:
         f.write(APP)
-    process, port = start_server(app_dir, CONFIG)
+    process, port, log_path = start_server(app_dir, CONFIG)
     print("fuzz: server pid %d on 127.0.0.1:%d; %d requests, %d workers, seed %d, at most %gs"
           % (process.pid, port, args.count, args.workers, args.seed, args.seconds), flush=True)
 
@@ -365,7 +330,7 @@ def main(argv=None):
     except subprocess.TimeoutExpired:
         process.kill()
         code = "killed"
-    log = read_log(app_dir)
+    log = read_log(log_path)
     loud = loud_lines(log)
     shutil.rmtree(app_dir, ignore_errors=True)
 

@@ -11,9 +11,7 @@ within the stop timeout (5 s), with no WARNING or ERROR in its log.
 """
 
 import argparse
-import json
 import os
-import re
 import shutil
 import signal
 import socket
@@ -23,8 +21,8 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import loud_lines, read_log, start_server
+
 STOP_TIMEOUT = 5  # what the CLI's SIGTERM handler gives srv.stop()
 
 APP = '''
@@ -79,32 +77,7 @@ def main(argv=None):
     app_dir = tempfile.mkdtemp(prefix="lilush-stop-")
     with open(os.path.join(app_dir, "app.py"), "w") as f:
         f.write(APP % args.sleep)
-    config = os.path.join(app_dir, "config.json")
-    with open(config, "w") as f:
-        json.dump({"connection_limit": args.clients + 16}, f)
-    log_path = os.path.join(app_dir, "server.log")
-    log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "lilush_http", "app:handle", "--port", "0",
-                                "--config", config, "--log-level", "info"],
-                               cwd=app_dir, stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PYTHONPATH=ROOT))
-
-    def log_text():
-        with open(log_path, "rb") as f:
-            return f.read().decode("utf-8", "replace")
-
-    port = None
-    deadline = time.monotonic() + 20
-    while port is None:
-        match = re.search(r" serving on \S+:(\d+) ", log_text())
-        if match:
-            port = int(match.group(1))
-        elif process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            print("graceful_stop: server did not start:\n" + log_text())
-            return 1
-        else:
-            time.sleep(0.05)
+    process, port, log_path = start_server(app_dir, {"connection_limit": args.clients + 16})
 
     results = [None] * args.clients
 
@@ -159,9 +132,7 @@ def main(argv=None):
     exited_after = time.monotonic() - signalled
     for t in threads:
         t.join(5)
-    log.close()
-    loud = [line for line in log_text().splitlines()
-            if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    loud = loud_lines(read_log(log_path))
     shutil.rmtree(app_dir, ignore_errors=True)
 
     completed = [r for r in results if r and r[0] == 200 and r[2] == b"done"]

@@ -6,12 +6,8 @@ new request takes meanwhile.
 """
 
 import argparse
-import json
-import os
 import resource
-import socket as stdlib_socket
-import subprocess
-import sys
+import shutil
 import tempfile
 import time
 
@@ -19,17 +15,9 @@ import gevent
 from gevent import socket
 from gevent.pool import Pool
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import rss_mb, start_server
+
 REQUEST = b"GET / HTTP/1.1\r\nHost: bench\r\n\r\n"
-
-
-def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 def raise_fd_limit(wanted):
@@ -70,28 +58,10 @@ def main(argv=None):
     if limit < args.connections + 100:
         print("cannot raise the open-file limit to %d (got %d)" % (args.connections + 100, limit))
         return 2
-    with stdlib_socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    config = {"connection_limit": args.connections + 100, "backlog": 4096, "keepalive_idle_timeout": 600,
-              "log_level": "error"}
-    path = os.path.join(tempfile.gettempdir(), "lilush-idle-%d.json" % port)
-    with open(path, "w") as f:
-        json.dump(config, f)
-    server = subprocess.Popen([sys.executable, "-m", "lilush_http", "--port", str(port), "--config", path,
-                               "lilush_http.server:sample_handle"], cwd=ROOT,
-                              env=dict(os.environ, PYTHONPATH=ROOT), stderr=subprocess.DEVNULL)
+    app_dir = tempfile.mkdtemp(prefix="lilush-idle-")
+    config = {"connection_limit": args.connections + 100, "backlog": 4096, "keepalive_idle_timeout": 600}
+    server, port, _ = start_server(app_dir, config, "idle", args=("lilush_http.server:sample_handle",))
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    print("server did not start")
-                    return 1
-                gevent.sleep(0.1)
         gevent.sleep(0.5)
         before = rss_mb(server.pid)
         started = time.monotonic()
@@ -111,6 +81,7 @@ def main(argv=None):
     finally:
         server.terminate()
         server.wait(20)
+        shutil.rmtree(app_dir, ignore_errors=True)
     return 0
 
 

@@ -17,10 +17,8 @@ import argparse
 import collections
 import gzip
 import hashlib
-import json
 import os
 import random
-import re
 import shutil
 import signal
 import socket
@@ -31,8 +29,7 @@ import tempfile
 import threading
 import time
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
+from common import fd_count, loud_lines, read_log, rss_mb, start_server
 
 APP = '''
 import hashlib
@@ -240,18 +237,6 @@ def run_phase(count, seconds, workers, port, tls_port, context, seed, counts, er
     return time.monotonic() - started
 
 
-def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
-
-
-def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
-
-
 def settle(pid, target=None, timeout=5):
     """Wait until the server's descriptor count stops changing (or reaches ``target``)."""
     deadline = time.monotonic() + timeout
@@ -267,30 +252,6 @@ def settle(pid, target=None, timeout=5):
         elif target is None and time.monotonic() - stable_since > 0.5:
             return now
     return fd_count(pid)
-
-
-def start_server(app_dir, name, extra=()):
-    path = os.path.join(app_dir, "config.json")
-    with open(path, "w") as f:
-        json.dump(CONFIG, f)
-    log_path = os.path.join(app_dir, "%s.log" % name)
-    log = open(log_path, "wb")
-    process = subprocess.Popen([sys.executable, "-m", "lilush_http", "app:handle", "--port", "0",
-                                "--config", path, "--log-level", "info", *extra],
-                               cwd=app_dir, stdout=log, stderr=subprocess.STDOUT,
-                               env=dict(os.environ, PYTHONPATH=ROOT))
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        with open(log_path, "rb") as f:
-            match = re.search(rb" serving on \S+:(\d+) ", f.read())
-        if match:
-            return process, int(match.group(1)), log_path
-        if process.poll() is not None:
-            break
-        time.sleep(0.05)
-    process.kill()
-    with open(log_path, "rb") as f:
-        raise SystemExit("%s server did not start:\n%s" % (name, f.read().decode("utf-8", "replace")))
 
 
 def main(argv=None):
@@ -319,8 +280,8 @@ def main(argv=None):
     context = ssl.create_default_context()
     ca.configure_trust(context)
 
-    plain_proc, port, plain_log = start_server(app_dir, "plain")
-    tls_proc, tls_port, tls_log = start_server(app_dir, "tls", ["--tls-cert", cert_path, "--tls-key", key_path])
+    plain_proc, port, plain_log = start_server(app_dir, CONFIG, "plain")
+    tls_proc, tls_port, tls_log = start_server(app_dir, CONFIG, "tls", extra=["--tls-cert", cert_path, "--tls-key", key_path])
     servers = {"plain": plain_proc, "tls": tls_proc}
     print("soak: plain server pid %d on :%d, TLS server pid %d on :%d; warm-up %d, run %d requests, "
           "%d workers, at most %gs" % (plain_proc.pid, port, tls_proc.pid, tls_port, warmup, args.count,
@@ -345,11 +306,7 @@ def main(argv=None):
             except subprocess.TimeoutExpired:
                 p.kill()
                 codes[name] = "killed"
-    loud = []
-    for path in (plain_log, tls_log):
-        with open(path, "rb") as f:
-            loud += [line for line in f.read().decode("utf-8", "replace").splitlines()
-                     if " WARNING " in line or " ERROR " in line or "Traceback" in line]
+    loud = loud_lines(read_log(plain_log)) + loud_lines(read_log(tls_log))
     shutil.rmtree(app_dir, ignore_errors=True)
 
     done = sum(counts.values())

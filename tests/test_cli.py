@@ -2,7 +2,6 @@
 
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -14,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import ACCESS, START, cli, free_port
+from conftest import ACCESS, cli, free_port
 
 
 HANDLER = '''

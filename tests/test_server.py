@@ -3,7 +3,6 @@
 import http.client
 import json
 import logging
-import socket
 import subprocess
 import time
 

@@ -6,7 +6,6 @@ import gzip
 import io
 import logging
 import os
-import socket
 import threading
 import time
 import zlib
@@ -198,11 +197,11 @@ def test_http10_stream_with_gzip(live_server):
 
 
 def test_handler_content_length_with_generator(live_server):
-    def body():
+    def chunks():
         yield b"hello"
         yield b" "
         yield "world"
-    live = live_server(lambda *a: (body(), 200, {"content-type": "text/plain", "content-length": "11"}))
+    live = live_server(lambda *a: (chunks(), 200, {"content-type": "text/plain", "content-length": "11"}))
     sock, f = open_request(live, headers=[("Accept-Encoding", "gzip")])
     status, headers, lines = read_head(f)
     assert headers["content-length"] == "11"

@@ -2,7 +2,6 @@
 
 import json
 import logging
-import socket
 import sys
 import threading
 import time

@@ -1,0 +1,60 @@
+"""What the long-running bench scripts share: a ``lilush-http`` server started
+from an application directory in a subprocess, and figures read off /proc."""
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+START = re.compile(r" serving on \S+:(\d+) ")
+
+
+def start_server(app_dir, config, name="server", args=("app:handle",), log_level="info", extra=()):
+    """``python -m lilush_http ARGS`` in ``app_dir`` on a free port, its log in
+    ``app_dir/NAME.log``; returns (process, port, log path) once it serves."""
+    config_path = os.path.join(app_dir, "%s.json" % name)
+    with open(config_path, "w") as f:
+        json.dump(config, f)
+    log_path = os.path.join(app_dir, "%s.log" % name)
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen([sys.executable, "-m", "lilush_http", *args, "--port", "0",
+                                    "--config", config_path, "--log-level", log_level, *extra],
+                                   cwd=app_dir, stdout=log, stderr=subprocess.STDOUT,
+                                   env=dict(os.environ, PYTHONPATH=ROOT))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        match = START.search(read_log(log_path))
+        if match:
+            return process, int(match.group(1)), log_path
+        if process.poll() is not None:
+            break
+        time.sleep(0.05)
+    process.kill()
+    raise SystemExit("%s did not start:\n%s" % (name, read_log(log_path)))
+
+
+def read_log(log_path):
+    with open(log_path, "rb") as f:
+        return f.read().decode("utf-8", "replace")
+
+
+def loud_lines(text):
+    """Log lines at WARNING or above, and tracebacks."""
+    return [line for line in text.splitlines()
+            if " WARNING " in line or " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
+
+
+def rss_mb(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024.0
+    return 0.0
+
+
+def fd_count(pid):
+    return len(os.listdir("/proc/%d/fd" % pid))
