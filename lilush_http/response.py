@@ -135,7 +135,8 @@ def chunk(data):
     return b"%x\r\n%s\r\n" % (len(data), data)
 
 
-_BLOCKS = {}  # (status, handler header items, policy) -> (status line, encoded header block, eligible)
+_BLOCKS = {}  # (status, handler header items, policy) -> (status line, header block bytes, content type
+#   when compression could apply to it, else None)
 _BLOCKS_MAX = 512
 _CONNECTION_LINES = {(False, False): b"Connection: close\r\n\r\n", (False, True): b"Connection: close\r\n\r\n",
                      (True, False): b"\r\n", (True, True): b"Connection: keep-alive\r\n\r\n"}
