@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -58,3 +59,19 @@ def rss_mb(pid):
 
 def fd_count(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
+
+
+def run_workers(targets, progress, every=10):
+    """Run each callable of ``targets`` in a thread until all end, printing
+    ``progress()`` every ``every`` seconds; returns the seconds it took."""
+    started = time.monotonic()
+    threads = [threading.Thread(target=target, daemon=True) for target in targets]
+    for thread in threads:
+        thread.start()
+    last = started
+    while any(thread.is_alive() for thread in threads):
+        time.sleep(0.2)
+        if time.monotonic() - last > every:
+            last = time.monotonic()
+            print("  ... " + progress(), flush=True)
+    return time.monotonic() - started

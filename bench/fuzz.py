@@ -28,7 +28,7 @@ import time
 
 import h11
 
-from common import loud_lines, read_log, start_server
+from common import loud_lines, read_log, run_workers, start_server
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -305,16 +305,8 @@ def main(argv=None):
                 if problem:
                     failures.append((i, data, problem))
 
-    threads = [threading.Thread(target=worker, daemon=True) for _ in range(args.workers)]
-    for t in threads:
-        t.start()
-    last_report = started
-    while any(t.is_alive() for t in threads):
-        time.sleep(0.2)
-        if time.monotonic() - last_report > 10:
-            last_report = time.monotonic()
-            print("  ... %d sent, %d failures" % (done[0], len(failures)), flush=True)
-    elapsed = time.monotonic() - started
+    elapsed = run_workers([worker] * args.workers,
+                          lambda: "%d sent, %d failures" % (done[0], len(failures)))
 
     # The server is still up and serves a normal request.
     alive = process.poll() is None

@@ -15,6 +15,7 @@ or above (the servers run with --log-level info).
 
 import argparse
 import collections
+import functools
 import gzip
 import hashlib
 import os
@@ -29,7 +30,7 @@ import tempfile
 import threading
 import time
 
-from common import fd_count, loud_lines, read_log, rss_mb, start_server
+from common import fd_count, loud_lines, read_log, rss_mb, run_workers, start_server
 
 APP = '''
 import hashlib
@@ -224,17 +225,8 @@ def run_phase(count, seconds, workers, port, tls_port, context, seed, counts, er
             plain.close()
             tls.close()
 
-    started = time.monotonic()
-    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(workers)]
-    for t in threads:
-        t.start()
-    last = started
-    while any(t.is_alive() for t in threads):
-        time.sleep(0.2)
-        if time.monotonic() - last > 15:
-            last = time.monotonic()
-            print("  ... %d done, %d errors" % (sum(counts.values()), len(errors)), flush=True)
-    return time.monotonic() - started
+    return run_workers([functools.partial(worker, w) for w in range(workers)],
+                       lambda: "%d done, %d errors" % (sum(counts.values()), len(errors)), every=15)
 
 
 def settle(pid, target=None, timeout=5):
