@@ -113,6 +113,24 @@ def read_response(reader, head_only=False):
     return status, headers, body
 
 
+def read_to_end(sock, within=5.0):
+    """(data, closed): what arrived until the server closed ``sock`` (EOF or reset),
+    or until ``within`` seconds passed (closed is then False)."""
+    deadline = time.monotonic() + within
+    data = b""
+    try:
+        while True:
+            sock.settimeout(max(0.01, deadline - time.monotonic()))
+            piece = sock.recv(65536)
+            if not piece:
+                return data, True
+            data += piece
+    except socket.timeout:
+        return data, False
+    except (ConnectionResetError, BrokenPipeError):
+        return data, True
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

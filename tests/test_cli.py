@@ -13,7 +13,7 @@ import time
 import pytest
 import requests
 
-from conftest import ACCESS, cli, free_port
+from conftest import ACCESS, cli, free_port, read_to_end
 
 
 HANDLER = '''
@@ -78,12 +78,7 @@ def test_relative_root(tmp_path, run):
     assert requests.get(p.url + "/a.txt").text == "relative"
     with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
         s.sendall(b"GET /../private.txt HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-        data = b""
-        while True:
-            chunk = s.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_end(s)[0]
     assert data.startswith(b"HTTP/1.1 404 ") and b"private" not in data.split(b"\r\n\r\n", 1)[1]
 
 

@@ -17,7 +17,7 @@ import time
 import gevent
 import pytest
 
-from conftest import read_response
+from conftest import read_response, read_to_end
 
 SECOND = b"GET /second HTTP/1.1\r\nHost: h\r\n\r\n"
 GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -34,21 +34,9 @@ def recorder(calls):
 
 def read_until_closed(sock, within=5.0):
     """Everything the server sends until it closes; fails if it does not close in time."""
-    deadline = time.monotonic() + within
-    data = b""
-    while True:
-        remaining = deadline - time.monotonic()
-        assert remaining > 0, "the server did not close the connection; got %r" % data[:300]
-        sock.settimeout(remaining)
-        try:
-            chunk = sock.recv(65536)
-        except socket.timeout:
-            continue
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
+    data, closed = read_to_end(sock, within)
+    assert closed, "the server did not close the connection; got %r" % data[:300]
+    return data
 
 
 def responses(data):

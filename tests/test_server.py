@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from lilush_http import server
-from conftest import read_response
+from conftest import read_response, read_to_end
 
 
 def echo(method, query, args, headers, body, ctx):
@@ -89,12 +89,7 @@ def test_status_lines_have_reason_and_crlf(live_server):
                          (503, b"Service Unavailable"), (599, b"Unknown")]:
         sock = live.connect()
         sock.sendall(b"GET /%d HTTP/1.1\r\nHost: h\r\nConnection: close\r\n\r\n" % code)
-        data = b""
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = read_to_end(sock)[0]
         head, _, body = data.partition(b"\r\n\r\n")
         assert head.split(b"\r\n")[0] == b"HTTP/1.1 %d %s" % (code, reason)
         assert b"\n" not in head.replace(b"\r\n", b"")  # no bare LF anywhere in the head

@@ -29,7 +29,7 @@ import requests
 import trustme
 
 from lilush_http import server
-from conftest import read_response
+from conftest import read_response, read_to_end
 
 OPENSSL = "/usr/bin/openssl"
 
@@ -112,25 +112,6 @@ def get_json(sock, reader, path="/"):
     status, headers, body = get(sock, reader, path)
     assert status == 200, body
     return json.loads(body)
-
-
-def read_until_closed(sock, within):
-    """(data, closed): what arrived until the server closed ``sock`` (EOF or reset),
-    or until ``within`` seconds passed (closed is then False)."""
-    sock.settimeout(within)
-    deadline = time.monotonic() + within
-    data = b""
-    try:
-        while True:
-            sock.settimeout(max(0.01, deadline - time.monotonic()))
-            piece = sock.recv(65536)
-            if not piece:
-                return data, True
-            data += piece
-    except socket.timeout:
-        return data, False
-    except (ConnectionResetError, BrokenPipeError):
-        return data, True
 
 
 def client_hello():
@@ -296,7 +277,7 @@ def test_silent_client_is_closed_at_handshake_deadline(tls_server):
     live = tls_server(tls_handshake_timeout=0.5)
     with live.connect() as sock:
         started = time.monotonic()
-        data, closed = read_until_closed(sock, 5)
+        data, closed = read_to_end(sock, 5)
         elapsed = time.monotonic() - started
     assert closed and data == b""
     assert 0.4 <= elapsed < 3
@@ -309,7 +290,7 @@ def test_half_client_hello_is_closed_at_handshake_deadline(tls_server, partial):
     with live.connect() as sock:
         started = time.monotonic()
         sock.sendall(data)
-        data, closed = read_until_closed(sock, 5)
+        data, closed = read_to_end(sock, 5)
         elapsed = time.monotonic() - started
     assert closed and data == b""
     assert 0.4 <= elapsed < 3
@@ -328,7 +309,7 @@ def test_trickling_client_hello_is_cut_by_one_deadline(tls_server):
             except (BrokenPipeError, ConnectionResetError):
                 closed = True
                 break
-            data, closed = read_until_closed(sock, 0.1)
+            data, closed = read_to_end(sock, 0.1)
             if closed:
                 break
             assert time.monotonic() - started < 4
@@ -349,7 +330,7 @@ def test_silent_clients_free_their_slots_at_the_deadline(tls_server, pki):
         assert seen["query"] == "/third"
         assert 0.35 <= elapsed < 3  # it waited for the two slots, and got one at their deadline
         for sock in silent:
-            data, closed = read_until_closed(sock, 2)
+            data, closed = read_to_end(sock, 2)
             assert closed and data == b""
     finally:
         for sock in silent:
@@ -386,7 +367,7 @@ def test_plain_http_on_tls_port_gets_400(tls_server, pki):
             with tls_connect(live, "one.beta.test", cafile=pki.ca) as other, other.makefile("rb") as r2:
                 assert served(pki, other) == "beta"
                 assert get_json(other, r2)["sni"] == "one.beta.test"
-            data, closed = read_until_closed(plain, 3)
+            data, closed = read_to_end(plain, 3)
             assert closed and data == b""
 
 
@@ -395,7 +376,7 @@ def test_plain_http_other_methods_get_400(tls_server, request_line):
     live = tls_server()
     with live.connect() as plain:
         plain.sendall(request_line + b"\r\nHost: h\r\nContent-Length: 2\r\n\r\nab")
-        data, closed = read_until_closed(plain, 5)
+        data, closed = read_to_end(plain, 5)
     assert closed
     assert data.startswith(b"HTTP/1.1 400 ")
     assert b"Plain HTTP request sent to a TLS port" in data
@@ -433,7 +414,7 @@ def test_garbage_and_aborted_handshakes_do_not_disturb_others(tls_server, pki):
         assert get_json(kept, reader)["count"] == 1
         with live.connect() as junk:  # not TLS, not HTTP
             junk.sendall(b"\x00\x01\x02 not a client hello " * 8)
-            data, closed = read_until_closed(junk, 3)
+            data, closed = read_to_end(junk, 3)
             assert closed and b"HTTP/1.1" not in data
         with live.connect() as aborted:  # a ClientHello, then gone
             aborted.sendall(client_hello())
@@ -875,7 +856,7 @@ def test_stop_does_not_wait_for_clients_in_handshake(tls_server, pki):
             elapsed = time.monotonic() - started
             idle.settimeout(1)
             assert idle.recv(100) == b""
-        data, closed = read_until_closed(silent, 1)
+        data, closed = read_to_end(silent, 1)
         assert closed and data == b""
     assert elapsed < 1  # as for an idle plain-HTTP connection, which stop() closes at once
 
