@@ -5,6 +5,7 @@ ordinary blocking clients (requests, http.client, raw sockets, curl)."""
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -15,6 +16,23 @@ import time
 import pytest
 
 from lilush_http import server
+
+
+# CI sets this so that a test needing a system program fails, rather than skips,
+# when the program is missing (.ci/run installs every one of them).
+REQUIRE_PROGRAMS = os.environ.get("LILUSH_HTTP_REQUIRE_PROGRAMS") == "1"
+
+
+def need_program(name):
+    """The path of the system program ``name``; skips the test when it is missing
+    (fails instead under LILUSH_HTTP_REQUIRE_PROGRAMS=1, as in CI)."""
+    path = shutil.which(name) or next(
+        (p for p in ("/usr/sbin/" + name, "/sbin/" + name) if os.access(p, os.X_OK)), None)
+    if path is None:
+        if REQUIRE_PROGRAMS:
+            pytest.fail("%s is not installed and LILUSH_HTTP_REQUIRE_PROGRAMS=1" % name)
+        pytest.skip("%s is not installed" % name)
+    return path
 
 
 START = re.compile(r"lilush_http serving on https?://127\.0\.0\.1:(\d+)")
