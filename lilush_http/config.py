@@ -40,6 +40,15 @@ DEFAULTS = {
     "log_headers": ["referer", "x-real-ip", "user-agent"],
     "ssl": None,
     "redis": None,
+    "websocket": {
+        "max_message_size": 1024 * 1024,
+        "session_limit": 1024,
+        "ping_interval": 20,
+        "pong_timeout": 10,
+        "send_timeout": 10,
+        "close_timeout": 5,
+        "compression": True,
+    },
 }
 
 POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
@@ -98,7 +107,7 @@ def validate(cfg):
     if not isinstance(log_headers, (list, tuple)) or not all(isinstance(h, str) for h in log_headers):
         return "log_headers: expected a list of header names, got %r" % (log_headers,)
     return (_validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
-            or redis_client.validate(cfg["redis"]))
+            or redis_client.validate(cfg["redis"]) or _validate_websocket(cfg["websocket"]))
 
 
 def _validate_compression(comp):
@@ -115,6 +124,20 @@ def _validate_compression(comp):
     types = comp.get("types")
     if not isinstance(types, (list, tuple)) or not all(isinstance(t, str) for t in types):
         return "compression.types: expected a list of content types, got %r" % (types,)
+    return None
+
+
+def _validate_websocket(ws):
+    if not isinstance(ws, dict):
+        return "websocket: expected a table, got %r" % (ws,)
+    for key in ("max_message_size", "session_limit"):
+        if not _is_int(ws.get(key)) or ws[key] < 1:
+            return "websocket.%s: expected a positive integer, got %r" % (key, ws.get(key))
+    for key in ("ping_interval", "pong_timeout", "send_timeout", "close_timeout"):
+        if not _is_number(ws.get(key)) or not ws[key] > 0:
+            return "websocket.%s: expected a positive number of seconds, got %r" % (key, ws.get(key))
+    if type(ws.get("compression")) is not bool:
+        return "websocket.compression: expected true or false, got %r" % (ws.get("compression"),)
     return None
 
 

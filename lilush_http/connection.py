@@ -55,7 +55,8 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
-                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired")
+                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired",
+                 "upgraded", "sessions")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -81,6 +82,8 @@ class Connection:
         self.linger = False  # drain unread input before closing (after an error response)
         self.closed = False
         self.sni = sni
+        self.upgraded = None  # once the connection speaks another protocol: its session (websocket.py)
+        self.sessions = None  # the server's websocket.Sessions, for connections it accepted
 
     # -- reading a request -------------------------------------------------
 

@@ -25,7 +25,7 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
-from . import redis_client, tls
+from . import redis_client, tls, websocket
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
@@ -86,6 +86,7 @@ class Server:
         self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
         self._stop_request = None  # (timeout, threading.Event) of such a stop()
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
+        self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
         self._access = Logger(access_logger)
         ensure_output(logger)
@@ -173,7 +174,7 @@ class Server:
 
     def _serve_on(self, listener):
         """Accept on ``listener`` in this process until stopped."""
-        self._pool = Pool(self.cfg["connection_limit"])
+        self._pool = self._websockets.pool = Pool(self.cfg["connection_limit"])
         self._server = StreamServer(listener, self._serve_connection, spawn=self._pool)
         self._server.start()
         self._stopped.wait()
@@ -234,7 +235,10 @@ class Server:
                 conn.evict()
         for fd in list(self._handshaking):
             shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
+        self._websockets.close_all()  # 1001 Going Away
+        started = time.monotonic()
         self._pool.join(timeout=timeout)
+        self._websockets.join(max(1.0, timeout - (time.monotonic() - started)))
         self._pool.kill(block=True, timeout=1)
         self._deadlines.stop()
         self._server = None
@@ -267,6 +271,7 @@ class Server:
             finally:
                 self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
+        conn.sessions = self._websockets
         self._connections.add(conn)
         self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
@@ -350,6 +355,8 @@ class Server:
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
+            if conn.upgraded is not None:
+                return self._end_session(conn, request, client_ip, started, forwarded_real_ip, False)
             keep_alive = keep_alive and not self._stopping
             if type(result) is tuple and len(result) == 3:
                 content, status, response_headers = result
@@ -359,6 +366,8 @@ class Server:
                 raise ResponseError("handler returned %r; expected a tuple (content, status, headers)"
                                     % (type(result).__name__ if result is not None else None,))
             if content is None and status is None and response_headers is None:
+                if conn.closed or conn.sock.fileno() < 0:  # the handler closed the socket
+                    return None, "closed"
                 return "keep-alive", None  # the handler answered on the socket itself
             if status is None:
                 status = 200
@@ -373,6 +382,8 @@ class Server:
                 size, keep_alive = self._send_streamed(conn, request, content, status,
                                                        response_headers, keep_alive)
         except ConnectionEnded as exc:
+            if conn.upgraded is not None:
+                return self._end_session(conn, request, client_ip, started, forwarded_real_ip, True)
             return None, exc.message
         except StreamFailed as exc:
             logger.error("%s %s: %s", method, request.query, exc.message)
@@ -384,6 +395,8 @@ class Server:
             status, data, keep_alive = self._server_error(keep_alive, request)
         except HANDLER_FAULTS:
             logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
+            if conn.upgraded is not None:
+                return self._end_session(conn, request, client_ip, started, forwarded_real_ip, True)
             status, data, keep_alive = self._server_error(keep_alive, request)
 
         if data is not None:
@@ -433,6 +446,15 @@ class Server:
                     close()
                 except Exception:
                     logger.error("closing the response body failed:\n%s", traceback.format_exc())
+
+    def _end_session(self, conn, request, client_ip, started, forwarded_real_ip, failed):
+        """The handler of an upgraded connection returned (or raised: ``failed``): close
+        the session, log it (status 101, bytes sent, the session's duration), end the connection."""
+        session = conn.upgraded
+        session.end(failed)
+        if access_logger.isEnabledFor(ACCESS):
+            self._log_access(request, client_ip, 101, session.bytes_sent, started, forwarded_real_ip)
+        return None, "upgraded"
 
     def _server_error(self, keep_alive, request):
         data, keep_alive = render(500, {"content-type": "text/plain; charset=utf-8"},
