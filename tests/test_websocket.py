@@ -1,0 +1,329 @@
+"""WebSocket sessions (lilush_http.websocket) against clients nobody here wrote:
+wsproto, websocket-client, the websockets library, Node's ws, Chromium."""
+
+import json
+import logging
+import os
+import signal
+import socket
+import struct
+import threading
+import time
+
+import pytest
+import requests
+import websocket as websocket_client
+from websockets.sync.client import connect as websockets_connect
+from wsproto import ConnectionType, WSConnection
+from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
+
+from conftest import read_response, read_to_end
+from lilush_http import websocket
+
+ECHO_MODULE = '''
+from lilush_http import websocket
+
+def handle(method, query, args, headers, body, ctx):
+    if query == "/ws":
+        ws, err = websocket.upgrade(method, headers, ctx, protocols=["chat", "superchat"])
+        if ws is None:
+            return None, None, None
+        for message in ws:
+            if message == "raise":
+                raise RuntimeError("handler fails mid-session")
+            if message == "close-socket":
+                ctx["client"].close()
+                return None, None, None
+            ws.send(message)
+        return None, None, None
+    return "plain", 200, {"content-type": "text/plain"}
+'''
+namespace = {}
+exec(ECHO_MODULE, namespace)
+echo = namespace["handle"]
+
+
+def ws_url(live, path="/ws"):
+    return "ws://%s:%d%s" % (live.host, live.port, path)
+
+
+def access_entries(caplog):
+    return [json.loads(r.getMessage()) for r in caplog.records if r.name == "lilush_http.access"]
+
+
+def wait_until(predicate, within=5.0):
+    deadline = time.monotonic() + within
+    while not predicate():
+        assert time.monotonic() < deadline, "condition not reached in %s s" % within
+        time.sleep(0.02)
+
+
+# -- a raw client on wsproto, for frame-level tests --------------------------
+
+class RawClient:
+    """A socket that did the opening handshake with wsproto; frames are then sent
+    as raw bytes (malformed ones too) and the server's answer read with wsproto."""
+
+    def __init__(self, live, path="/ws", extensions=None, timeout=5):
+        self.sock = live.connect(timeout)
+        self.ws = WSConnection(ConnectionType.CLIENT)
+        self.sock.sendall(self.ws.send(Request(host="x", target=path, extensions=extensions or [])))
+        self.events = []
+        while not any(isinstance(e, AcceptConnection) for e in self.events):
+            self.feed(self.sock.recv(65536))
+        self.accepted = self.events.pop(0)
+
+    def feed(self, data):
+        self.ws.receive_data(data or None)
+        self.events.extend(self.ws.events())
+
+    def send(self, event):
+        self.sock.sendall(self.ws.send(event))
+
+    def until(self, kind, within=5.0):
+        """The first event of ``kind`` (earlier ones are dropped); None when the
+        server closed or ``within`` passed first."""
+        deadline = time.monotonic() + within
+        while True:
+            for i, event in enumerate(self.events):
+                if isinstance(event, kind):
+                    del self.events[:i + 1]
+                    return event
+            if self.ws.state.name == "CLOSED" and not self.events:
+                return None
+            self.sock.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                data = self.sock.recv(65536)
+            except socket.timeout:
+                return None
+            except ConnectionResetError:
+                data = b""
+            if time.monotonic() > deadline:
+                return None
+            self.feed(data)
+
+    def close_code(self, within=5.0):
+        """The code of the server's close frame; answered, and the socket closed, as a browser does."""
+        event = self.until(CloseConnection, within)
+        if event is None:
+            return None
+        try:
+            self.send(event.response())
+        except Exception:
+            pass
+        self.sock.close()
+        return int(event.code)
+
+
+def frame(opcode, payload, fin=True, masked=True, rsv=0):
+    """One client frame, built by hand (so it may be wrong on purpose)."""
+    head = bytes([(0x80 if fin else 0) | rsv << 4 | opcode])
+    length = len(payload)
+    mask_bit = 0x80 if masked else 0
+    if length < 126:
+        head += bytes([mask_bit | length])
+    elif length < 65536:
+        head += bytes([mask_bit | 126]) + struct.pack("!H", length)
+    else:
+        head += bytes([mask_bit | 127]) + struct.pack("!Q", length)
+    if not masked:
+        return head + payload
+    key = os.urandom(4)
+    return head + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
+
+
+# -- the opening handshake ---------------------------------------------------------
+
+def test_echo_with_websocket_client_and_access_log(live_server, caplog):
+    caplog.set_level(logging.DEBUG, logger="lilush_http")
+    live = live_server(echo)
+    client = websocket_client.create_connection(ws_url(live), subprotocols=["superchat", "other"])
+    assert client.getsubprotocol() == "superchat"
+    client.send("héllo")
+    assert client.recv() == "héllo"
+    big = os.urandom(300 * 1024)
+    client.send_binary(big)
+    assert client.recv() == big
+    client.close()
+    wait_until(lambda: any(e["status"] == 101 for e in access_entries(caplog)))
+    entry = next(e for e in access_entries(caplog) if e["status"] == 101)
+    assert entry["query"] == "/ws" and entry["method"] == "GET"
+    assert entry["size"] > 300 * 1024 and entry["time"] > 0
+
+
+def test_not_an_upgrade_is_refused_and_the_connection_goes_on(live_server):
+    live = live_server(echo)
+    assert requests.get(live.url + "/ws").status_code == 426
+    response = requests.get(live.url + "/ws", headers={"Upgrade": "websocket", "Connection": "Upgrade",
+                                                       "Sec-WebSocket-Version": "8", "Sec-WebSocket-Key": "x"})
+    assert response.status_code == 426 and response.headers["Sec-WebSocket-Version"] == "13"
+    sock = live.connect()
+    sock.sendall(b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                 b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: not-base64-16\r\n\r\n"
+                 b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+    reader = sock.makefile("rb")
+    assert read_response(reader)[0] == 400
+    assert read_response(reader)[2] == b"plain"  # the keep-alive connection still serves
+
+
+def test_session_limit_answers_503(live_server):
+    live = live_server(echo, websocket={"session_limit": 1})
+    first = websocket_client.create_connection(ws_url(live))
+    with pytest.raises(websocket_client.WebSocketBadStatusException) as refused:
+        websocket_client.create_connection(ws_url(live))
+    assert refused.value.status_code == 503
+    first.close()
+    wait_until(lambda: len(live.srv._websockets) == 0)
+    second = websocket_client.create_connection(ws_url(live))
+    second.send("again")
+    assert second.recv() == "again"
+    second.close()
+
+
+# -- messages, limits, protocol errors --------------------------------------------
+
+def test_websockets_library_with_permessage_deflate(live_server):
+    live = live_server(echo)
+    with websockets_connect(ws_url(live), subprotocols=["chat"], max_size=None) as client:
+        assert client.subprotocol == "chat"
+        assert "permessage-deflate" in client.response.headers["Sec-WebSocket-Extensions"]
+        text = "compressible " * 50000
+        client.send(text)
+        assert client.recv() == text
+        for i in range(50):
+            client.send(b"%d" % i)
+            assert client.recv() == b"%d" % i
+        client.ping(b"are you there")
+    assert client.close_code == 1000
+
+
+def test_fragments_reassembled_with_control_frames_between(live_server):
+    live = live_server(echo)
+    raw = RawClient(live)
+    raw.sock.sendall(frame(0x1, "frag".encode(), fin=False) + frame(0x9, b"ping!")
+                     + frame(0x0, "ment".encode(), fin=False) + frame(0xA, b"unasked pong")
+                     + frame(0x0, "ed ✓".encode()))
+    from wsproto.events import Pong
+    assert raw.until(Pong).payload == b"ping!"
+    assert raw.until(TextMessage).data == "fragmented ✓"
+    raw.send(CloseConnection(code=1000))
+    assert raw.close_code() == 1000
+
+
+@pytest.mark.parametrize("data, code", [
+    (frame(0x1, b"\xff\xfe"), 1007),                     # invalid UTF-8
+    (frame(0x1, "ok".encode(), masked=False), 1002),     # unmasked client frame
+    (frame(0x3, b"x"), 1002),                             # reserved opcode
+    (frame(0x1, b"x", rsv=4), 1002),                      # RSV1 without an extension
+    (frame(0x9, b"p" * 126), 1002),                       # control frame over 125 bytes
+    (frame(0x9, b"p", fin=False), 1002),                  # fragmented control frame
+    (frame(0x0, b"x"), 1002),                             # continuation with nothing to continue
+    (frame(0x2, b"x" * (64 * 1024 + 1)), 1009),          # over max_message_size
+    (frame(0x2, b"x" * 40000, fin=False) + frame(0x0, b"x" * 40000), 1009),  # fragments over it
+])
+def test_protocol_errors_and_limits_close_with_the_right_code(live_server, data, code):
+    live = live_server(echo, websocket={"max_message_size": 64 * 1024})
+    raw = RawClient(live)
+    raw.sock.sendall(data)
+    assert raw.close_code() == code
+    wait_until(lambda: len(live.srv._websockets) == 0)
+    assert requests.get(live.url).text == "plain"
+
+
+def test_deflate_bomb_is_stopped_at_the_limit(live_server):
+    from wsproto.extensions import PerMessageDeflate
+    live = live_server(echo, websocket={"max_message_size": 64 * 1024})
+    raw = RawClient(live, extensions=[PerMessageDeflate()])
+    assert raw.accepted.extensions
+    raw.send(BytesMessage(data=b"\0" * (20 * 1024 * 1024)))  # ~20 KB on the wire
+    assert raw.close_code() == 1009
+
+
+# -- sessions and the server ----------------------------------------------------------
+
+def test_idle_websockets_do_not_keep_plain_http_out(live_server):
+    live = live_server(echo, connection_limit=2)
+    clients = [websocket_client.create_connection(ws_url(live)) for _ in range(5)]
+    for _ in range(3):
+        assert requests.get(live.url, timeout=5).text == "plain"
+    for client in clients:
+        client.send("still here")
+        assert client.recv() == "still here"
+        client.close()
+
+
+def test_handler_closing_the_socket_frees_its_slot(live_server):
+    live = live_server(echo, connection_limit=1)
+    client = websocket_client.create_connection(ws_url(live))
+    client.send("close-socket")
+    assert read_to_end(client.sock, 5)[1]  # the server closed the connection
+    assert requests.get(live.url, timeout=5).text == "plain"
+    started = time.monotonic()
+    live.stop(timeout=10)
+    assert time.monotonic() - started < 5  # no greenlet stuck in read_head
+
+
+def test_plain_handler_closing_ctx_client_does_not_leak_the_slot(live_server):
+    def handle(method, query, args, headers, body, ctx):
+        if query == "/close":
+            ctx["client"].sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nbye")
+            ctx["client"].close()
+            return None, None, None
+        return "plain", 200, {}
+    live = live_server(handle, connection_limit=1)
+    for _ in range(3):  # with the slot leaked, the second would wait forever
+        assert requests.get(live.url + "/close", timeout=5).text == "bye"
+    assert requests.get(live.url, timeout=5).text == "plain"
+    wait_until(lambda: not live.srv._connections)
+    started = time.monotonic()
+    live.stop(timeout=10)
+    assert time.monotonic() - started < 5
+
+
+def test_handler_raising_mid_session_closes_with_1011(live_server, caplog):
+    caplog.set_level(logging.DEBUG, logger="lilush_http")
+    live = live_server(echo, connection_limit=1)
+    raw = RawClient(live)
+    raw.send(TextMessage(data="raise"))
+    assert raw.close_code() == 1011
+    assert "handler fails mid-session" in caplog.text
+    wait_until(lambda: len(live.srv._websockets) == 0 and not live.srv._connections)
+    assert requests.get(live.url, timeout=5).text == "plain"
+
+
+def test_stop_closes_sessions_with_1001(live_server):
+    live = live_server(echo)
+    raws = [RawClient(live) for _ in range(3)]
+    started = time.monotonic()
+    threading.Thread(target=live.stop, args=(10,), daemon=True).start()
+    assert [raw.close_code() for raw in raws] == [1001] * 3
+    wait_until(lambda: not live.thread.is_alive())
+    assert time.monotonic() - started < 5
+
+
+def test_silent_peer_is_pinged_then_dropped(live_server):
+    live = live_server(echo, websocket={"ping_interval": 0.3, "pong_timeout": 0.3})
+    from wsproto.events import Ping
+    raw = RawClient(live)  # wsproto queues pongs but this client never sends them
+    assert raw.until(Ping, 3) is not None
+    assert raw.close_code(5) == 1011
+    with websockets_connect(ws_url(live)) as answering:  # its background thread answers pings
+        time.sleep(1.5)
+        answering.send("alive")
+        assert answering.recv() == "alive"
+
+
+def test_peer_that_stops_reading_is_cut_at_the_send_deadline(live_server):
+    sent = []
+
+    def flood(method, query, args, headers, body, ctx):
+        ws, err = websocket.upgrade(method, headers, ctx)
+        while ws.send(b"x" * 65536)[0]:
+            sent.append(1)
+        sent.append(ws.close_code)
+        return None, None, None
+    live = live_server(flood, websocket={"send_timeout": 0.5})
+    raw = RawClient(live)
+    wait_until(lambda: sent and sent[-1] == 1006, within=10)
+    assert len(sent) > 2
+    raw.sock.close()
