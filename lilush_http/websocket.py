@@ -22,6 +22,7 @@ import zlib
 from collections import deque
 
 import gevent
+from gevent.event import Event
 from gevent.lock import Semaphore
 from wsproto.connection import SERVER, ConnectionState
 from wsproto.connection import Connection as Protocol
@@ -421,7 +422,98 @@ class Takeover:
     socket (simple-websocket under WSGI): the server writes nothing more."""
 
     bytes_sent = 0
-    bytes_received = 0
+
+    def __init__(self, conn):
+        self.conn = conn
+        self.released = Event()  # set when the application closes the socket
+
+    def close(self, code=GOING_AWAY, reason=""):
+        self._cut()
+
+    def _cut(self):
+        shutdown(self.conn.sock, 2)
 
     def end(self, failed=False):
-        pass
+        """The application returned: give its reader a moment to finish the closing handshake."""
+        self.released.wait(5)
+        if self.conn.sessions is not None:
+            self.conn.sessions.remove(self)
+
+
+class WebSocketError(OSError):
+    """Raised by the WSGI face's ``send`` on a closed session, as gevent-websocket does."""
+
+
+class WSGIWebSocket:
+    """``environ["wsgi.websocket"]`` with gevent-websocket's interface (``receive``,
+    ``send``, ``close``, ``closed``, ``path``, ``origin``, ``protocol``,
+    ``version``), so gevent-websocket applications (Flask-SocketIO in gevent
+    mode) run unchanged. The 101 goes out on first use: an application that
+    does not use it may still answer with plain HTTP."""
+
+    def __init__(self, environ, method, headers, ctx):
+        self.environ = environ
+        self._request = (method, headers, ctx)
+        self._ws = None
+        self._refused = False
+
+    version = property(lambda self: self.environ.get("HTTP_SEC_WEBSOCKET_VERSION"))
+    path = property(lambda self: self.environ.get("PATH_INFO"))
+    origin = property(lambda self: self.environ.get("HTTP_ORIGIN"))
+    protocol = property(lambda self: self.environ.get("HTTP_SEC_WEBSOCKET_PROTOCOL"))
+
+    @property
+    def closed(self):
+        return self._refused or (self._ws is not None and self._ws.closed)
+
+    def _session(self):
+        if self._ws is None and not self._refused:
+            method, headers, ctx = self._request
+            self._ws, err = upgrade(method, headers, ctx)
+            if self._ws is None:  # answered (503): the application's response must not follow
+                self._refused = True
+                if ctx["client"].upgraded is None:
+                    ctx["client"].upgraded = Takeover(ctx["client"])
+        return self._ws
+
+    def receive(self):
+        """The next message (str or bytes), or None once the session is closed."""
+        ws = self._session()
+        return None if ws is None else ws.receive()
+
+    def send(self, message, binary=None):
+        """Send a message (``binary`` forces the type); raises WebSocketError once closed."""
+        ws = self._session()
+        if binary is True and isinstance(message, str):
+            message = message.encode("utf-8")
+        elif binary is False and not isinstance(message, str):
+            message = bytes(message).decode("utf-8")
+        ok, err = ws.send(message) if ws is not None else (None, "closed")
+        if ok is None:
+            raise WebSocketError("Socket is dead: %s" % err)
+
+    def close(self, code=NORMAL, message=b""):
+        if self._ws is not None:
+            self._ws.close(code, message.decode("utf-8", "replace") if isinstance(message, bytes) else message)
+
+
+class RawSocket:
+    """The connection as ``environ["werkzeug.socket"]``, for applications that answer
+    the handshake themselves (simple-websocket, so Flask-Sock): once used, the
+    connection is theirs, leaves the pool like a session, and gets no HTTP response."""
+
+    def __init__(self, conn):
+        self._conn = conn
+
+    def close(self):
+        self._conn.close()
+        if isinstance(self._conn.upgraded, Takeover):
+            self._conn.upgraded.released.set()
+
+    def __getattr__(self, name):
+        conn = self._conn
+        if conn.upgraded is None:
+            conn.upgraded = Takeover(conn)
+            if conn.sessions is not None:
+                conn.sessions.admit(conn.upgraded, float("inf"))
+        return getattr(conn, name)

@@ -10,6 +10,8 @@ import io
 import sys
 from urllib.parse import unquote_to_bytes
 
+from . import websocket
+
 # Headers the server sets itself; WSGI sees the client's view of the request.
 _SKIP = frozenset(("content-type", "content-length"))
 
@@ -89,7 +91,13 @@ def to_handle(app):
 
     def handle(method, query, args, headers, body, ctx):
         response = _Response()
-        result = app(environ_for(method, query, args, headers, body, ctx), response.start_response)
+        environ = environ_for(method, query, args, headers, body, ctx)
+        if "upgrade" in headers:
+            _offer_websocket(environ, method, headers, ctx)
+        result = app(environ, response.start_response)
+        if ctx["client"].upgraded is not None:  # the connection speaks WebSocket now
+            _close(result)
+            return None, None, None
         if isinstance(result, list):
             try:
                 if response.status is None:
@@ -102,6 +110,22 @@ def to_handle(app):
         return _stream(result, response)
 
     return handle
+
+
+def _offer_websocket(environ, method, headers, ctx):
+    """For a WebSocket opening handshake: ``wsgi.websocket`` (gevent-websocket's
+    interface; answered on first use) and ``werkzeug.socket`` (where
+    simple-websocket, thus Flask-Sock, finds the socket to answer it itself)."""
+    if websocket.check(method, headers, ctx.get("version", "HTTP/1.1"))[0] is None:
+        environ["wsgi.websocket"] = websocket.WSGIWebSocket(environ, method, headers, ctx)
+        environ["wsgi.websocket_version"] = "13"
+        environ["werkzeug.socket"] = websocket.RawSocket(ctx["client"])
+
+
+def _close(result):
+    close = getattr(result, "close", None)
+    if close is not None:
+        close()
 
 
 def _stream(result, response):
