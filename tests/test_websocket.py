@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import struct
+import subprocess
 import threading
 import time
 
@@ -17,7 +18,7 @@ from websockets.sync.client import connect as websockets_connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
-from conftest import read_response, read_to_end
+from conftest import need_program, read_response, read_to_end
 from lilush_http import websocket
 
 ECHO_MODULE = '''
@@ -327,3 +328,118 @@ def test_peer_that_stops_reading_is_cut_at_the_send_deadline(live_server):
     wait_until(lambda: sent and sent[-1] == 1006, within=10)
     assert len(sent) > 2
     raw.sock.close()
+
+
+# -- Node's ws and Chromium ------------------------------------------------------------
+
+NODE_CLIENT = r'''
+const WebSocket = require("ws");
+const ws = new WebSocket(process.argv[2], ["chat"], {perMessageDeflate: true});
+const sent = [];
+let received = 0, mismatches = 0;
+ws.on("open", () => {
+  for (let i = 0; i < 100; i++) {
+    const m = i % 10 === 9 ? Buffer.alloc(i === 99 ? 1000000 : 5000, i) : "message " + i + " ✓";
+    sent.push(m);
+    ws.send(m);
+  }
+});
+ws.on("message", (data, isBinary) => {
+  const expected = sent[received++];
+  const same = isBinary ? Buffer.isBuffer(expected) && expected.equals(data)
+                        : typeof expected === "string" && data.toString() === expected;
+  if (!same) mismatches++;
+  if (received === 100) ws.close(1000, "done");
+});
+ws.on("close", (code) => {
+  console.log(JSON.stringify({received, mismatches, code, protocol: ws.protocol,
+                              extensions: ws.extensions}));
+});
+ws.on("error", (e) => { console.log(JSON.stringify({error: String(e)})); });
+'''
+
+
+@pytest.fixture(scope="session")
+def node_ws(tmp_path_factory):
+    """A directory with Node's ws package installed from npm."""
+    need_program("node")
+    npm = need_program("npm")
+    root = tmp_path_factory.mktemp("node_ws")
+    out = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(root), "ws@8"],
+                         capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stderr
+    (root / "client.js").write_text(NODE_CLIENT)
+    return root
+
+
+def test_node_ws_client(live_server, node_ws):
+    live = live_server(echo)
+    out = subprocess.run(["node", str(node_ws / "client.js"), ws_url(live)], capture_output=True, text=True,
+                         timeout=60, env=dict(os.environ, NODE_PATH=str(node_ws / "node_modules")))
+    assert out.returncode == 0, out.stderr
+    result = json.loads(out.stdout)
+    assert result == {"received": 100, "mismatches": 0, "code": 1000, "protocol": "chat",
+                      "extensions": "permessage-deflate"}
+
+
+CHROMIUM_PAGE = '''<!doctype html><html><body><script>
+const ws = new WebSocket("ws://" + location.host + "/ws");
+ws.binaryType = "arraybuffer";
+const sent = [];
+let received = 0, mismatches = 0;
+function report(extra) {
+  fetch("/result", {method: "POST", body: JSON.stringify(Object.assign({received, mismatches}, extra))});
+}
+ws.onopen = () => {
+  for (let i = 0; i < 100; i++) {
+    let m = "message " + i + " \u2713";
+    if (i === 50) { m = new Uint8Array(1000000); for (let j = 0; j < m.length; j++) m[j] = j % 251; }
+    sent.push(m);
+    ws.send(m);
+  }
+};
+ws.onmessage = (event) => {
+  const expected = sent[received++];
+  if (typeof expected === "string") {
+    if (event.data !== expected) mismatches++;
+  } else {
+    const got = new Uint8Array(event.data);
+    if (got.length !== expected.length || got.some((b, j) => b !== expected[j])) mismatches++;
+  }
+  if (received === 100) ws.close(1000);
+};
+ws.onclose = (event) => report({code: event.code, extensions: ws.extensions});
+ws.onerror = () => report({error: true});
+</script></body></html>'''
+
+
+def test_chromium_echoes_100_messages_with_a_1mb_one(live_server, tmp_path):
+    chromium = need_program("chromium")
+    results = []
+
+    def handle(method, query, args, headers, body, ctx):
+        if query == "/":
+            return CHROMIUM_PAGE, 200, {"content-type": "text/html"}
+        if query == "/result":
+            results.append(json.loads(body))
+            return "thanks", 200, {}
+        return echo(method, query, args, headers, body, ctx)
+    live = live_server(handle)
+    profile = tmp_path / "profile"
+    profile.mkdir()
+    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                                "--no-first-run", "--disable-background-networking", "--disable-component-update",
+                                "--disable-sync", "--user-data-dir=%s" % profile, live.url + "/"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until(lambda: results or browser.poll() is not None, within=60)
+    finally:
+        browser.terminate()
+        try:
+            browser.wait(10)
+        except subprocess.TimeoutExpired:
+            browser.kill()
+            browser.wait(5)
+    assert len(results) == 1 and results[0]["extensions"].startswith("permessage-deflate")
+    assert {k: results[0][k] for k in ("received", "mismatches", "code")} == {
+        "received": 100, "mismatches": 0, "code": 1000}
