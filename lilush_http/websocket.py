@@ -225,18 +225,16 @@ class WebSocket:
         return cfg["pong_timeout"]
 
     def _read(self, wait):
-        """Bytes from the peer; b"" when it is gone, None when ``wait`` seconds passed."""
+        """Bytes from the peer; b"" when it is gone, None when ``wait`` seconds passed.
+        Waits for readability first, then reads once (a read tried first mostly fails)."""
         conn = self.conn
-        try:
-            data = conn._read_now()
-        except ConnectionEnded:
-            return b""
-        if data is None:
-            with gevent.Timeout(wait, False):
-                try:
-                    data = conn.sock.recv(RECV_SIZE) or b""
-                except (OSError, ValueError):
-                    data = b""
+        receive = conn._recv_when_readable if conn.readable_event is not None else conn.sock.recv
+        data = None
+        with gevent.Timeout(wait, False):
+            try:
+                data = receive(RECV_SIZE) or b""
+            except (OSError, ValueError):
+                data = b""
         return data
 
     def _feed(self, data):
