@@ -443,3 +443,67 @@ def test_chromium_echoes_100_messages_with_a_1mb_one(live_server, tmp_path):
     assert len(results) == 1 and results[0]["extensions"].startswith("permessage-deflate")
     assert {k: results[0][k] for k in ("received", "mismatches", "code")} == {
         "received": 100, "mismatches": 0, "code": 1000}
+
+
+# -- Server-Sent Events: plain streaming ------------------------------------------------
+
+def test_server_sent_events_with_heartbeats_and_a_client_that_leaves(live_server):
+    import gevent
+    state = {"sent": 0, "ended": False}
+
+    def handle(method, query, args, headers, body, ctx):
+        if query != "/events":
+            return "plain", 200, {}
+
+        def events():
+            try:
+                yield "retry: 1000\n\n"
+                for i in range(1000):
+                    yield "id: %d\nevent: tick\ndata: {\"n\": %d}\n\n" % (i, i)
+                    state["sent"] += 1
+                    gevent.sleep(0.05)
+                    yield ": heartbeat\n\n"  # keeps proxies from timing the stream out
+            finally:
+                state["ended"] = True  # the server closes the generator when the client leaves
+        return events(), 200, {"content-type": "text/event-stream", "cache-control": "no-cache"}
+    live = live_server(handle)
+    sock = live.connect()
+    sock.sendall(b"GET /events HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\nAccept-Encoding: gzip\r\n\r\n")
+    reader = sock.makefile("rb")
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        head += reader.readline()
+    assert b"content-type: text/event-stream" in head and b"Transfer-Encoding: chunked" in head
+    assert b"Content-Encoding" not in head
+    events, heartbeats = [], 0
+    while len(events) < 5:
+        line = reader.readline().strip()
+        if line.startswith(b"data: "):
+            events.append(json.loads(line[6:]))
+        elif line == b": heartbeat":
+            heartbeats += 1
+    assert events == [{"n": i} for i in range(5)] and heartbeats >= 4
+    reader.close()
+    sock.close()  # the client leaves
+    wait_until(lambda: state["ended"], within=10)
+    sent = state["sent"]
+    time.sleep(0.3)
+    assert state["sent"] == sent < 1000  # nothing is produced for a client that left
+    assert requests.get(live.url, timeout=5).text == "plain"
+
+
+def test_sigterm_closes_sessions_with_1001(run, tmp_path):
+    (tmp_path / "wsapp.py").write_text(ECHO_MODULE)
+    proc = run(["wsapp:handle", "--port", "0"], tmp_path)
+    clients = [websocket_client.create_connection("ws://127.0.0.1:%d/ws" % proc.port, timeout=10) for _ in range(3)]
+    clients[0].send("before")
+    assert clients[0].recv() == "before"
+    stopper = threading.Thread(target=lambda: proc.proc.send_signal(signal.SIGTERM))
+    started = time.monotonic()
+    stopper.start()
+    for client in clients:
+        opcode, frame = client.recv_data_frame(control_frame=True)
+        assert opcode == websocket_client.ABNF.OPCODE_CLOSE and struct.unpack("!H", frame.data[:2])[0] == 1001
+        client.send_close()
+    assert proc.proc.wait(10) == 0
+    assert time.monotonic() - started < 4  # not the stop timeout: the sessions ended at once
