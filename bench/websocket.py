@@ -110,6 +110,7 @@ def echo_client(port, frame, size, until, latencies):
             buf += data
         buf = buf[expected:]
         latencies.append(time.perf_counter() - started)
+    sock.sendall(b"\x88\x82\0\0\0\0\x03\xe8")  # a close frame, 1000
     sock.close()
 
 

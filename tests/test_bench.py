@@ -29,3 +29,13 @@ def test_idle_connections_script_reports_rss():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "idle keep-alive connections: 200" in out.stdout
     assert "server RSS:" in out.stdout and "a new request meanwhile: answered in" in out.stdout
+
+
+def test_websocket_echo_script_prints_its_table():
+    out = subprocess.run([sys.executable, "bench/websocket.py", "--duration", "0.3", "--repeat", "1", "--clients", "4",
+                          "--servers", "lilush_http,websockets"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 64 ")]
+    assert {(r[1].strip(), r[2].strip()) for r in rows} >= {("64 B", "lilush_http"), ("64 KB", "websockets")}
+    assert all(float(r[3]) > 0 for r in rows if len(r) > 6)  # messages per second were measured
+    assert "lilush_http / websockets" in out.stdout

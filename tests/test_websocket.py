@@ -181,6 +181,25 @@ def test_session_limit_answers_503(live_server):
     second.close()
 
 
+@pytest.mark.parametrize("bad, key", [
+    ({"max_message_size": 0}, "websocket.max_message_size"),
+    ({"session_limit": 1.5}, "websocket.session_limit"),
+    ({"ping_interval": 0}, "websocket.ping_interval"),
+    ({"pong_timeout": "10"}, "websocket.pong_timeout"),
+    ({"send_timeout": -1}, "websocket.send_timeout"),
+    ({"close_timeout": None}, "websocket.close_timeout"),
+    ({"compression": "yes"}, "websocket.compression"),
+])
+def test_websocket_config_is_checked(bad, key):
+    from lilush_http import server
+    srv, err = server.new({"websocket": bad})
+    assert srv is None and err.startswith(key + ":"), err
+    srv, err = server.new({"websocket": "on"})
+    assert srv is None and err.startswith("websocket:"), err
+    srv, err = server.new({"websocket": {"max_message_size": 10}})
+    assert srv.cfg["websocket"]["max_message_size"] == 10 and srv.cfg["websocket"]["ping_interval"] == 20
+
+
 # -- messages, limits, protocol errors --------------------------------------------
 
 def test_websockets_library_with_permessage_deflate(live_server):
