@@ -74,12 +74,14 @@ def upgrade(method, headers, ctx, protocols=None):
         return None, err
     protocol = next((p for p in _tokens(headers.get("sec-websocket-protocol"), False) if p in (protocols or ())),
                     None)
-    extension, accepted = _deflate(headers.get("sec-websocket-extensions"), cfg)
-    ws = WebSocket(conn, cfg, protocol, extension)
     sessions = getattr(conn, "sessions", None)
-    if sessions is not None and not sessions.admit(ws, cfg["session_limit"]):
+    if sessions is not None and len(sessions) >= cfg["session_limit"]:
         _refuse(conn, 503, "too many WebSocket sessions")
         return None, "too many WebSocket sessions"
+    extension, accepted = _deflate(headers.get("sec-websocket-extensions"), cfg)
+    ws = WebSocket(conn, cfg, protocol, extension)  # takes the bytes already read after the head
+    if sessions is not None:
+        sessions.admit(ws, cfg["session_limit"])
     head = b"".join((status_line(101), date_lines(), b"Upgrade: websocket\r\nConnection: Upgrade\r\n",
                      b"Sec-WebSocket-Accept: %s\r\n" % generate_accept_token(headers["sec-websocket-key"]
                                                                                .strip().encode("ascii"))))

@@ -95,7 +95,7 @@ def to_handle(app):
         if "upgrade" in headers:
             _offer_websocket(environ, method, headers, ctx)
         result = app(environ, response.start_response)
-        if ctx["client"].upgraded is not None:  # the connection speaks WebSocket now
+        if getattr(ctx["client"], "upgraded", None) is not None:  # the connection speaks WebSocket now
             _close(result)
             return None, None, None
         if isinstance(result, list):
