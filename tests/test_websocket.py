@@ -277,6 +277,7 @@ def test_handler_closing_the_socket_frees_its_slot(live_server):
     client = websocket_client.create_connection(ws_url(live))
     client.send("close-socket")
     assert read_to_end(client.sock, 5)[1]  # the server closed the connection
+    wait_until(lambda: len(live.srv._websockets) == 0, within=2)  # the session ended at once
     assert requests.get(live.url, timeout=5).text == "plain"
     started = time.monotonic()
     live.stop(timeout=10)
