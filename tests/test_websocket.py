@@ -200,6 +200,24 @@ def test_websocket_config_is_checked(bad, key):
     assert srv.cfg["websocket"]["max_message_size"] == 10 and srv.cfg["websocket"]["ping_interval"] == 20
 
 
+def test_wss_over_tls(live_server, tmp_path):
+    import ssl
+    import trustme
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    cert.cert_chain_pems[0].write_to_path(str(tmp_path / "c.pem"))
+    cert.private_key_pem.write_to_path(str(tmp_path / "k.pem"))
+    live = live_server(echo, ssl={"default": {"cert": str(tmp_path / "c.pem"), "key": str(tmp_path / "k.pem")}})
+    context = ssl.create_default_context()
+    ca.configure_trust(context)
+    with websockets_connect("wss://127.0.0.1:%d/ws" % live.port, ssl=context, max_size=None) as client:
+        big = os.urandom(900 * 1024)  # many TLS records per message
+        for message in ("over tls", big, "after"):
+            client.send(message)
+            assert client.recv() == message
+    assert client.close_code == 1000
+
+
 # -- messages, limits, protocol errors --------------------------------------------
 
 def test_websockets_library_with_permessage_deflate(live_server):
