@@ -29,7 +29,7 @@ from gevent.event import Event
 from gevent.lock import Semaphore
 from wsproto.connection import SERVER, ConnectionState
 from wsproto.connection import Connection as Protocol
-from wsproto.events import CloseConnection, Message, Ping, Pong
+from wsproto.events import CloseConnection, Message, Ping
 from wsproto.extensions import PerMessageDeflate
 from wsproto import frame_protocol
 from wsproto.frame_protocol import CloseReason
@@ -313,8 +313,7 @@ class WebSocket:
                     self._write(out)
                 self._finish()
                 return
-            elif not isinstance(event, Pong):
-                pass
+            # A Pong needs nothing: any bytes from the peer count as a sign of life.
         if out:
             self._write(out)
 
