@@ -17,7 +17,7 @@ import time
 import _socket
 from gevent.socket import wait_write
 
-from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_head
+from .request import ChunkedDecoder, HTTPError, check_partial_head, find_head_end, parse_head
 from .response import CONTINUE, LAST_CHUNK, chunk, to_bytes, ResponseError
 
 RECV_SIZE = 65536
@@ -55,7 +55,8 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
-                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired")
+                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired",
+                 "refused_head")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -81,6 +82,7 @@ class Connection:
         self.linger = False  # drain unread input before closing (after an error response)
         self.closed = False
         self.sni = sni
+        self.refused_head = b""  # the bytes of a head the parser refused, for the access log
 
     # -- reading a request -------------------------------------------------
 
@@ -95,7 +97,11 @@ class Connection:
         if end < 0:
             buf, end = self._read_rest_of_head(buf, header_timeout, limits)
         self.buf = buf[end:]
-        return parse_head(buf[:end], limits)
+        try:
+            return parse_head(buf[:end], limits)
+        except HTTPError:
+            self.refused_head = buf[:end]
+            raise
 
     def _wait_for_request(self, timeout, pending=b""):
         """The first bytes of the next request (``pending``: a CR already read that
@@ -125,7 +131,11 @@ class Connection:
         start = lines = 0
         end = -1
         while end < 0:
-            start, lines = check_partial_head(buf, limits, start, lines)
+            try:
+                start, lines = check_partial_head(buf, limits, start, lines)
+            except HTTPError:
+                self.refused_head = buf
+                raise
             searched = max(0, len(buf) - 3)
             buf += self._recv(deadline, "request header timeout", True)
             end = find_head_end(buf, searched)
