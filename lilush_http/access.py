@@ -88,7 +88,7 @@ class AccessLog:
         """Write the entry of one request (``request`` is None when its head could not
         be parsed: ``raw_head`` holds what arrived)."""
         now = time.time()
-        duration = round(time.perf_counter() - started, 6) if started else 0
+        duration = round(time.perf_counter() - started, 6) if started else 0.0
         headers = request.headers if request is not None else {}
         if self.json:
             line = self._json(now, duration, request, headers, client_ip, status, size, forwarded_real_ip, raw_head)

@@ -149,6 +149,16 @@ def read_to_end(sock, within=5.0):
         return data, True
 
 
+def wait_for(predicate, timeout=10):
+    """True once ``predicate()`` is, or False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
