@@ -118,7 +118,7 @@ class Server:
         access, err = AccessLog.build(merged)
         if err:
             return None, err
-        ok, err = use_error_log(logger, merged["error_log"])
+        _, err = use_error_log(logger, merged["error_log"])
         if err:
             return None, err
         self._access = access
@@ -201,6 +201,9 @@ class Server:
         self._stop_async.close()
         self._stop_async = None
         self._listener = None
+        if self._stop_request is not None:  # a supervisor's stop() from another thread
+            self._stop_request[1].set()
+            self._stop_request = None
 
     def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
