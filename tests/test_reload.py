@@ -132,5 +132,26 @@ def test_failed_reload_keeps_the_old_workers(tmp_path, run):
     write_module(tmp_path, "version-four")  # fixed: the next reload works
     p.proc.send_signal(signal.SIGHUP)
     p.wait_for(lambda line: "reloaded" in line)
+    assert wait_for(lambda: len(children(p.proc.pid)) == 1)
     assert requests.get(p.url).text.startswith("version-four ")
     assert p.stop() == 0
+
+
+def test_reload_takes_up_new_certificates(tmp_path, run):
+    trustme = pytest.importorskip("trustme")
+    write_module(tmp_path, "one")
+    first, second = trustme.CA(), trustme.CA()
+    for ca, name in ((first, "first"), (second, "second")):
+        ca.cert_pem.write_to_path(str(tmp_path / ("%s-ca.pem" % name)))
+    first.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    p = run(["versioned:handle", "--port", "0", "--tls-cert", "server.pem", "--tls-key", "server.pem"], tmp_path)
+    url = "https://127.0.0.1:%d/" % p.port
+    assert requests.get(url, verify=str(tmp_path / "first-ca.pem")).text.startswith("one ")
+
+    second.issue_cert("127.0.0.1").private_key_and_cert_chain_pem.write_to_path(str(tmp_path / "server.pem"))
+    p.proc.send_signal(signal.SIGHUP)
+    p.wait_for(lambda line: "reloaded" in line)
+    assert wait_for(lambda: len(children(p.proc.pid)) == 1)  # the old worker has drained
+    assert requests.get(url, verify=str(tmp_path / "second-ca.pem")).text.startswith("one ")
+    with pytest.raises(requests.exceptions.SSLError):
+        requests.get(url, verify=str(tmp_path / "first-ca.pem"))
