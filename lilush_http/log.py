@@ -77,7 +77,7 @@ def open_file(path):
     file = _files.get(path)
     if file is None:
         if path == "-":
-            fd, err = sys.stderr.fileno(), None
+            fd, err = 2, None
         else:
             fd, err = _open(path)
         if err:

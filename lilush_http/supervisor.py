@@ -81,7 +81,7 @@ class Supervisor:
         try:
             err = self._start_generation(self.config)
             if err:
-                return err
+                return None if self.server._stopping else err
             self.server.log_serving(self.count)
             self._supervise()
             return None
@@ -187,7 +187,9 @@ class Supervisor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return "%d new worker(s) not ready after %d s" % (len(pending), READY_TIMEOUT)
-                readable, _, _ = select(list(pending), [], [], remaining)
+                if self.server._stopping:
+                    return "stopped while new workers were starting"
+                readable, _, _ = select(list(pending), [], [], min(remaining, 0.2))
                 for fd in readable:
                     pid = pending.pop(fd)
                     said = os.read(fd, 65536)

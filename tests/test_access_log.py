@@ -20,8 +20,12 @@ GARBAGE = b"\x00\x01GET \"/evil\" " + b"A" * 300 + b" HTTP/1.1\r\n\r\n"
 
 
 def lines_of(path, count, timeout=10):
-    """The lines of ``path`` once there are ``count`` of them."""
-    read = lambda: open(path, encoding="utf-8").read().splitlines() if os.path.exists(path) else []
+    """The complete lines of ``path`` once there are ``count`` of them."""
+    def read():
+        if not os.path.exists(path):
+            return []
+        with open(path, encoding="utf-8") as f:
+            return f.read().rpartition("\n")[0].splitlines()
     wait_for(lambda: len(read()) >= count, timeout)
     return read()
 
