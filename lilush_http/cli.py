@@ -1,18 +1,50 @@
 """``lilush-http [MODULE:HANDLER] [options]``: serve a handler, a WSGI app (--wsgi),
-or the files under --root."""
+or the files under --root.
+
+The process is a supervisor (supervisor.py): its workers import the handler,
+SIGHUP reloads the config and the handler's code, SIGUSR1 reopens the logs.
+"""
 
 import argparse
 import importlib
 import json
+import logging
 import os
-import signal
 import sys
+import traceback
+
+from . import __version__
+from . import config as configuration
+
+# Config keys with a hand-written flag (the other scalar keys get a generated one).
+OWN_FLAGS = ("ip", "port", "log_level", "workers", "access_log", "error_log")
+
+
+def _scalar(text):
+    """A generated flag's value: an integer, else a number, else the text."""
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+def _keys_help():
+    lines = ["config keys and their defaults (any of them: --set KEY=VALUE, JSON values, dotted keys):"]
+    for key, value in configuration.flat():
+        lines.append("  %-32s %s" % (key, json.dumps(value)))
+    lines.append("signals: TERM/INT stop gracefully, HUP reloads (config, handler code, certificates), "
+                 "USR1 reopens the log files")
+    return "\n".join(lines)
 
 
 def parse_args(argv):
     parser = argparse.ArgumentParser(
-        prog="lilush-http",
+        prog="lilush-http", usage="%(prog)s [MODULE:HANDLER] [options]",
+        formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_keys_help(),
         description="Serve a Lilush-style handler (module:function) or, without one, static files.")
+    parser.add_argument("--version", action="version", version="lilush-http %s" % __version__)
     parser.add_argument("handler", nargs="?", metavar="MODULE:HANDLER",
                         help="handle(method, query, args, headers, body, ctx) to serve")
     parser.add_argument("--ip", help="bind address (default 127.0.0.1)")
@@ -26,23 +58,54 @@ def parse_args(argv):
     parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
     parser.add_argument("--no-monkey-patch", action="store_true",
                         help="do not run gevent.monkey.patch_all() before importing the handler")
+    parser.add_argument("--access-log", metavar="PATH|-", help="access log file, - for stderr (default -)")
+    parser.add_argument("--error-log", metavar="PATH|-", help="error log file, - for stderr (default -)")
+    for key, default in configuration.DEFAULTS.items():
+        if key not in OWN_FLAGS and type(default) in (int, float, str):
+            parser.add_argument("--" + key.replace("_", "-"), dest=key, type=_scalar, metavar="VALUE",
+                                help="config %s (default %s)" % (key, default))
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="set any config key: dotted for nested ones, the value as JSON "
+                             "(e.g. --set compression.level=9 --set 'log_headers=[\"referer\"]')")
     return parser.parse_args(argv)
+
+
+def check_spec(spec, what="handler"):
+    """The error of a malformed ``module:function``, or None."""
+    module_name, colon, name = spec.partition(":")
+    if not colon or not module_name or not name:
+        return "%s: expected MODULE:FUNCTION, got %r" % (what, spec)
+    return None
 
 
 def load_handle(spec, what="handler"):
     """Import ``module:function`` (the current directory is on the import path)."""
-    module_name, colon, name = spec.partition(":")
-    if not colon or not module_name or not name:
-        return None, "%s: expected MODULE:FUNCTION, got %r" % (what, spec)
+    err = check_spec(spec, what)
+    if err:
+        return None, err
+    module_name, _, name = spec.partition(":")
     sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except Exception as exc:
-        return None, "%s: cannot import %s: %s" % (what, module_name, exc)
+    except ModuleNotFoundError as exc:
+        if exc.name and module_name.startswith(exc.name):  # the module itself is missing
+            return None, "%s: cannot import %s: %s" % (what, module_name, exc)
+        return None, "%s: cannot import %s:\n%s" % (what, module_name, _import_traceback(exc))
+    except BaseException as exc:
+        return None, "%s: cannot import %s:\n%s" % (what, module_name, _import_traceback(exc))
     handle = getattr(module, name, None)
     if not callable(handle):
         return None, "%s: %s has no function %r" % (what, module_name, name)
     return handle, None
+
+
+def _import_traceback(exc):
+    """The traceback of an exception raised by importing the handler's module,
+    without the frames of the import machinery."""
+    frames = [frame for frame in traceback.extract_tb(exc.__traceback__)
+              if not frame.filename.startswith("<frozen") and frame.filename not in (__file__, importlib.__file__)]
+    return ("Traceback (most recent call last):\n" + "".join(traceback.format_list(frames))
+            + "".join(traceback.format_exception_only(type(exc), exc))).rstrip()
 
 
 def build_config(args):
@@ -55,8 +118,23 @@ def build_config(args):
             return None, "config: cannot read %s: %s" % (args.config, exc)
         if not isinstance(config, dict):
             return None, "config: %s must hold a JSON object" % args.config
-    for key in ("ip", "port", "log_level", "workers"):
-        value = getattr(args, key)
+    for item in args.set:
+        key, equals, text = item.partition("=")
+        if not equals or not key:
+            return None, "--set: expected KEY=VALUE, got %r" % item
+        try:
+            value = json.loads(text)
+        except ValueError:
+            value = text  # a plain string needs no JSON quotes
+        *path, last = key.split(".")
+        table = config
+        for part in path:
+            if not isinstance(table.get(part), dict):
+                table[part] = {}
+            table = table[part]
+        table[last] = value
+    for key in configuration.DEFAULTS:
+        value = getattr(args, key, None)
         if value is not None:
             config[key] = value
     if bool(args.tls_cert) != bool(args.tls_key):
@@ -67,42 +145,82 @@ def build_config(args):
     return config, None
 
 
-def main(argv=None):
-    args = parse_args(sys.argv[1:] if argv is None else argv)
-    if not args.no_monkey_patch:
-        # Before the handler's module (and its requests, redis, ...) is imported.
-        from gevent import monkey
-        monkey.patch_all()
-    import gevent
-    from . import server
-    from .static import make_handle
+class App:
+    """What the workers serve, rebuilt on every reload: the config (--config read
+    again, then the command line) and the handler, imported in each worker."""
 
-    config, err = build_config(args)
-    if err is None:
+    def __init__(self, args):
+        self.args = args
+
+    def load_config(self):
+        """``(config, None)`` once it is valid (certificates and log files open), or ``(None, err)``."""
+        from . import server
+
+        config, err = build_config(self.args)
+        if err:
+            return None, err
+        config.setdefault("access_log", "-")
+        for warning in configuration.unknown_keys(config):
+            logging.getLogger("lilush_http").warning("config: %s", warning)
+        srv, err = server.new(config)
+        if srv is None:
+            return None, err
+        return srv.cfg, None
+
+    def check(self):
+        """The error of arguments that cannot work, found before any worker starts."""
+        args = self.args
         if args.handler and args.wsgi:
-            err = "give a handler or --wsgi, not both"
-        elif args.handler:
+            return "give a handler or --wsgi, not both"
+        if args.handler:
+            return check_spec(args.handler)
+        if args.wsgi:
+            return check_spec(args.wsgi, "wsgi")
+        if not os.path.isdir(args.root):
+            return "root: not a directory: %s" % args.root
+        return None
+
+    def build(self, config):
+        """In a worker: import the handler and build its server; ``(server, err)``."""
+        from . import server
+        from .static import make_handle
+
+        args = self.args
+        if args.handler:
             handle, err = load_handle(args.handler)
         elif args.wsgi:
             app, err = load_handle(args.wsgi, "wsgi")
             if err is None:
                 from .wsgi import to_handle
                 handle = to_handle(app)
-        elif not os.path.isdir(args.root):
-            err = "root: not a directory: %s" % args.root
         else:
-            handle = make_handle(args.root)
+            handle, err = make_handle(args.root), None
+        if err:
+            return None, err
+        return server.new(config, handle)
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if not args.no_monkey_patch:
+        # Before the handler's module (and its requests, redis, ...) is imported.
+        from gevent import monkey
+        monkey.patch_all()
+    from . import server
+    from .log import ensure_output
+
+    ensure_output(logging.getLogger("lilush_http"))
+    app = App(args)
+    err = app.check()
+    config = None
+    if err is None:
+        config, err = app.load_config()
     if err:
         print("lilush-http: %s" % err, file=sys.stderr)
         return 2
-    srv, err = server.new(config, handle)
-    if srv is None:
-        print("lilush-http: %s" % err, file=sys.stderr)
-        return 2
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        gevent.signal_handler(signum, srv.stop)
-    _, err = srv.serve()
+    srv, err = server.new(config)
+    _, err = srv.serve(app)
     if err:
         print("lilush-http: %s" % err, file=sys.stderr)
-        return 1
+        return 1 if err.startswith("failed to bind") else 2  # else the workers could not start
     return 0

@@ -5,6 +5,7 @@ so ``configure`` can hand a bad config back as ``(None, err)``.
 """
 
 import copy
+import difflib
 import ipaddress
 import os
 
@@ -38,6 +39,9 @@ DEFAULTS = {
     },
     "log_level": "access",
     "log_headers": ["referer", "x-real-ip", "user-agent"],
+    "access_log": None,
+    "access_log_format": "json",
+    "error_log": None,
     "ssl": None,
     "redis": None,
     "websocket": {
@@ -106,8 +110,36 @@ def validate(cfg):
     log_headers = cfg["log_headers"]
     if not isinstance(log_headers, (list, tuple)) or not all(isinstance(h, str) for h in log_headers):
         return "log_headers: expected a list of header names, got %r" % (log_headers,)
+    for key in ("access_log", "error_log"):
+        if cfg[key] is not None and (not isinstance(cfg[key], str) or not cfg[key]):
+            return "%s: expected a file path or \"-\" (stderr), got %r" % (key, cfg[key])
+    if cfg["access_log_format"] not in ("json", "combined"):
+        return "access_log_format: expected json or combined, got %r" % (cfg["access_log_format"],)
     return (_validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
             or redis_client.validate(cfg["redis"]) or _validate_websocket(cfg["websocket"]))
+
+
+def unknown_keys(config, defaults=DEFAULTS, prefix=""):
+    """Warnings for the keys of ``config`` that the server does not know, each naming
+    the closest known key (ssl and redis tables are checked by their own validation)."""
+    warnings = []
+    for key, value in config.items():
+        if key not in defaults:
+            close = difflib.get_close_matches(str(key), [str(k) for k in defaults], 1, 0.6)
+            warnings.append("unknown config key %r%s" % (prefix + str(key),
+                            " (did you mean %r?)" % (prefix + close[0]) if close else ""))
+        elif isinstance(value, dict) and isinstance(defaults[key], dict):
+            warnings += unknown_keys(value, defaults[key], prefix + key + ".")
+    return warnings
+
+
+def flat(table=DEFAULTS, prefix=""):
+    """``(dotted key, default)`` for every setting, nested tables spelled out."""
+    for key, value in table.items():
+        if isinstance(value, dict):
+            yield from flat(value, prefix + key + ".")
+        else:
+            yield prefix + key, value
 
 
 def _validate_compression(comp):

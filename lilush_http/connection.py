@@ -17,7 +17,7 @@ import time
 import _socket
 from gevent.socket import wait_write
 
-from .request import ChunkedDecoder, check_partial_head, find_head_end, parse_head
+from .request import ChunkedDecoder, HTTPError, check_partial_head, find_head_end, parse_head
 from .response import CONTINUE, LAST_CHUNK, chunk, to_bytes, ResponseError
 
 RECV_SIZE = 65536
@@ -56,7 +56,7 @@ class Connection:
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
                  "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired",
-                 "upgraded", "sessions")
+                 "upgraded", "sessions", "refused_head")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -84,6 +84,7 @@ class Connection:
         self.sni = sni
         self.upgraded = None  # once the connection speaks another protocol: its session (websocket.py)
         self.sessions = None  # the server's websocket.Sessions, for connections it accepted
+        self.refused_head = b""  # the bytes of a head the parser refused, for the access log
 
     # -- reading a request -------------------------------------------------
 
@@ -98,7 +99,11 @@ class Connection:
         if end < 0:
             buf, end = self._read_rest_of_head(buf, header_timeout, limits)
         self.buf = buf[end:]
-        return parse_head(buf[:end], limits)
+        try:
+            return parse_head(buf[:end], limits)
+        except HTTPError:
+            self.refused_head = buf[:end]
+            raise
 
     def _wait_for_request(self, timeout, pending=b""):
         """The first bytes of the next request (``pending``: a CR already read that
@@ -128,7 +133,11 @@ class Connection:
         start = lines = 0
         end = -1
         while end < 0:
-            start, lines = check_partial_head(buf, limits, start, lines)
+            try:
+                start, lines = check_partial_head(buf, limits, start, lines)
+            except HTTPError:
+                self.refused_head = buf
+                raise
             searched = max(0, len(buf) - 3)
             buf += self._recv(deadline, "request header timeout", True)
             end = find_head_end(buf, searched)

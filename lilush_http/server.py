@@ -9,7 +9,6 @@ long as the connection is kept alive. Failures are returned Lua-style as
 import io
 import logging
 import os
-import signal
 import socket
 import stat as statmodule
 import threading
@@ -26,15 +25,15 @@ from gevent.socket import wait_read
 
 from . import config as configuration
 from . import redis_client, tls, websocket
+from .access import AccessLog, access_logger
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
-from .log import ACCESS, LEVELS, Logger, ensure_output
+from .log import ACCESS, LEVELS, Logger, ensure_output, use_error_log
 from .request import HTTPError, Limits
 from .response import ResponseError, body_allowed, error_response, render, render_stream_head
 
 logger = logging.getLogger("lilush_http")
-access_logger = logging.getLogger("lilush_http.access")
 
 FIXED_CONTENT = (str, bytes, bytearray, memoryview)
 # What a handler may raise that becomes a 500: also sys.exit() and a stray
@@ -44,6 +43,7 @@ HANDLER_FAULTS = (Exception, SystemExit, GeneratorExit)
 # The OS thread's id even when monkeypatching made get_ident() per greenlet.
 thread_id = get_original("_thread", "get_ident")
 FILE_BLOCK = 256 * 1024
+DRAIN_IDLE = 1.0  # draining for a reload: seconds an idle keep-alive client gets to send one more request
 
 
 def sample_handle(method, query, args, headers, body, ctx):
@@ -88,7 +88,8 @@ class Server:
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
-        self._access = Logger(access_logger)
+        self._access = AccessLog.build(self.cfg)[0]
+        self._supervisor = None  # a supervisor.Supervisor while serve() runs workers
         ensure_output(logger)
 
     # -- configuration ---------------------------------------------------------
@@ -115,6 +116,13 @@ class Server:
             if err:
                 return None, err
             self.redis = redis
+        access, err = AccessLog.build(merged)
+        if err:
+            return None, err
+        _, err = use_error_log(logger, merged["error_log"])
+        if err:
+            return None, err
+        self._access = access
         # New connections use the new certificates; open ones keep theirs.
         self._certificates = certificates
         self.cfg.clear()
@@ -134,12 +142,12 @@ class Server:
             return None
         return self._listener.getsockname()[:2]
 
-    def serve(self):
+    def serve(self, app=None):
         """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``.
 
-        With ``workers`` above 1 this process becomes a supervisor: it binds once,
-        forks the workers that share the socket, restarts one that dies, and on
-        ``stop`` (SIGTERM in the CLI) stops them gracefully and returns.
+        With ``workers`` above 1, or an ``app`` (the CLI's: what workers import
+        and SIGHUP reloads, see supervisor.py), this process becomes a supervisor
+        that forks the workers sharing the socket; otherwise it serves itself.
         """
         cfg = self.cfg
         ip, port = cfg["ip"], cfg["port"]
@@ -148,75 +156,79 @@ class Server:
             listener = StreamServer.get_listener((ip.strip("[]"), port), cfg["backlog"], family)
         except OSError as exc:
             return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
+        err = None
+        self._begin(listener)
+        try:
+            if app is not None or cfg["workers"] > 1:
+                from .supervisor import Supervisor
+                self._supervisor = Supervisor(self, app)
+                err = self._supervisor.run(listener)
+            else:
+                self._serve_on(listener)
+        finally:
+            self._supervisor = None
+            self._end()
+            listener.close()
+        return None, err
+
+    def serve_worker(self, listener, ready):
+        """In a forked worker: serve on the inherited ``listener`` until stopped,
+        calling ``ready()`` once accepting."""
+        self._supervisor = None
+        self._begin(listener)
+        try:
+            self._serve_on(listener, ready)
+        finally:
+            self._end()
+
+    def log_serving(self, workers=None):
+        """The start line (the CLI's tests and users wait for it)."""
+        bound = self._listener.getsockname()
+        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d%s)",
+                    "https" if self._certificates else "http",
+                    bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
+                    self.cfg["connection_limit"], ", %d workers" % workers if workers and workers > 1 else "")
+
+    def _begin(self, listener):
         self._listener = listener
         self._stopping = False
         self._stopped = Event()
         self._loop_thread = thread_id()
         self._stop_async = gevent.get_hub().loop.async_()
-        self._stop_async.start(lambda: gevent.spawn(self.stop, self._stop_request[0]))
-        bound = listener.getsockname()
-        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d%s)",
-                    "https" if self._certificates else "http",
-                    bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
-                    cfg["connection_limit"], ", %d workers" % cfg["workers"] if cfg["workers"] > 1 else "")
-        try:
-            if cfg["workers"] > 1:
-                self._supervise(listener, cfg["workers"])
-            else:
-                self._serve_on(listener)
-        finally:
-            self._stop_async.stop()
-            self._stop_async.close()
-            self._stop_async = None
-            listener.close()
-            self._listener = None
-        return None, None
+        self._stop_async.start(lambda: gevent.spawn(self.stop, *self._stop_request[0]))
 
-    def _serve_on(self, listener):
+    def _end(self):
+        self._stop_async.stop()
+        self._stop_async.close()
+        self._stop_async = None
+        self._listener = None
+        if self._stop_request is not None:  # a supervisor's stop() from another thread
+            self._stop_request[1].set()
+            self._stop_request = None
+
+    def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
         self._pool = self._websockets.pool = Pool(self.cfg["connection_limit"])
         self._server = StreamServer(listener, self._serve_connection, spawn=self._pool)
         self._server.start()
+        if ready is None:
+            self.log_serving()
+        else:
+            ready()
         self._stopped.wait()
 
-    def _supervise(self, listener, count):
-        """Fork ``count`` workers on the shared listener and keep that many alive."""
-        workers = {}  # pid -> start time
-        while True:
-            while not self._stopping and len(workers) < count:
-                pid = gevent.fork()
-                if pid == 0:
-                    _die_with_parent()
-                    try:
-                        self._serve_on(listener)
-                    finally:
-                        os._exit(0)
-                workers[pid] = time.monotonic()
-                logger.debug("worker %d started", pid)
-            if not workers:
-                break
-            pid, status = os.waitpid(-1, os.WNOHANG)
-            if pid == 0:
-                if self._stopping:
-                    for pid in workers:
-                        _signal(pid, signal.SIGTERM)
-                self._stopped.wait(0.2)
-                continue
-            started = workers.pop(pid, None)
-            if started is not None and not self._stopping:
-                logger.warning("worker %d ended (%s); starting another", pid, _exit_reason(status))
-                if time.monotonic() - started < 1:
-                    gevent.sleep(1)  # a worker that dies at once: do not spin
-
-    def stop(self, timeout=5):
+    def stop(self, timeout=5, idle_grace=0):
         """Stop accepting, close idle keep-alive connections, let requests in flight
         finish (their responses carry ``Connection: close``) for up to ``timeout``
-        seconds, then end the rest. May be called from another thread."""
+        seconds, then end the rest. May be called from another thread.
+
+        ``idle_grace`` (draining for a reload): an idle connection is closed only once
+        idle that long, so a client sending its next request just now is answered."""
         if self._listener is None:
             return
         if self._loop_thread != thread_id():
             done = threading.Event()
-            self._stop_request = (timeout, done)
+            self._stop_request = ((timeout, idle_grace), done)
             self._stop_async.send()
             done.wait(timeout + 5)
             return
@@ -224,21 +236,26 @@ class Server:
             return
         self._stopping = True
         server = self._server
-        if server is None:  # a supervisor: _supervise sends the workers SIGTERM and collects them
-            self._stopped.set()
+        if self._supervisor is not None:  # it sends the workers SIGTERM and collects them
+            self._supervisor.wake()
+            return
+        if server is None:
             return
         server.close()
         if self._room_maker is not None:
             self._room_maker.kill(block=False)
-        for conn in list(self._connections):
-            if conn.idle:
-                conn.evict()
         for fd in list(self._handshaking):
             shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._websockets.close_all()  # 1001 Going Away
-        started = time.monotonic()
-        self._pool.join(timeout=timeout)
-        self._websockets.join(max(1.0, timeout - (time.monotonic() - started)))
+        deadline = time.monotonic() + timeout
+        while True:
+            now = time.monotonic()
+            for conn in list(self._connections):
+                if conn.idle and now - conn.idle_since >= idle_grace:
+                    conn.evict()
+            if self._pool.join(timeout=min(0.1, max(0, deadline - now))) or now >= deadline:
+                break
+        self._websockets.join(max(1.0, deadline - time.monotonic()))
         self._pool.kill(block=True, timeout=1)
         self._deadlines.stop()
         self._server = None
@@ -247,6 +264,10 @@ class Server:
         if self._stop_request is not None:
             self._stop_request[1].set()
             self._stop_request = None
+
+    def drain(self):
+        """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds."""
+        self.stop(idle_grace=DRAIN_IDLE)
 
     def _serve_connection(self, sock, address):
         """One connection's greenlet: loop process_request, then close the socket."""
@@ -406,7 +427,7 @@ class Server:
                 return None, exc.message
             size = len(data)
         if access_logger.isEnabledFor(ACCESS):
-            self._log_access(request, client_ip, status, size, started, forwarded_real_ip)
+            self._access.log(request, client_ip, status, size, started, forwarded_real_ip)
         return ("keep-alive" if keep_alive else "close"), None
 
     def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
@@ -453,7 +474,7 @@ class Server:
         session = conn.upgraded
         session.end(failed)
         if access_logger.isEnabledFor(ACCESS):
-            self._log_access(request, client_ip, 101, session.bytes_sent, started, forwarded_real_ip)
+            self._access.log(request, client_ip, 101, session.bytes_sent, started, forwarded_real_ip)
         return None, "upgraded"
 
     def _server_error(self, keep_alive, request):
@@ -470,7 +491,7 @@ class Server:
         self._send_quietly(conn, data)
         logger.debug("refused request from %s: %d %s", client_ip, status, message)
         if access_logger.isEnabledFor(ACCESS):
-            self._log_access(request, client_ip, status, len(data), None, None)
+            self._access.log(request, client_ip, status, len(data), None, None, conn.refused_head)
         return None, message
 
     def _send_quietly(self, conn, data):
@@ -486,28 +507,6 @@ class Server:
             conn = self._direct[sock] = Connection(sock)
         self._deadlines.start()
         return conn
-
-    def _log_access(self, request, client_ip, status, size, started, forwarded_real_ip):
-        headers = request.headers if request is not None else {}
-        entry = {
-            "vhost": headers.get("host", "-"),
-            "client_ip": client_ip,
-            "method": request.method if request is not None else "-",
-            "query": request.query if request is not None else "-",
-            "status": status,
-            "size": size,
-            "time": round(time.perf_counter() - started, 6) if started else 0,
-        }
-        forwarded_for = headers.get("x-forwarded-for")
-        if forwarded_for is not None:
-            entry["forwarded_for"] = forwarded_for
-        if forwarded_real_ip is not None:
-            entry["forwarded_real_ip"] = forwarded_real_ip
-        for name in self.cfg["log_headers"]:
-            value = headers.get(name)
-            if value is not None:
-                entry[name] = value
-        self._access.log(entry, "access")
 
 
 def _file_size(f):
@@ -530,25 +529,3 @@ def _read_blocks(f):
         if not block:
             return
         yield block
-
-
-def _signal(pid, signum):
-    try:
-        os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
-
-
-def _exit_reason(status):
-    if os.WIFSIGNALED(status):
-        return "killed by signal %d" % os.WTERMSIG(status)
-    return "exit status %d" % os.WEXITSTATUS(status)
-
-
-def _die_with_parent():
-    """Linux: a worker gets SIGTERM when its supervisor dies, so none is orphaned."""
-    try:
-        import ctypes
-        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

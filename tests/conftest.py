@@ -36,7 +36,7 @@ def need_program(name):
 
 
 START = re.compile(r"lilush_http serving on https?://127\.0\.0\.1:(\d+)")
-ACCESS = "ACCESS lilush_http.access:"
+ACCESS = '{"time":'  # how a JSON access line starts (the CLI writes them to stderr by default)
 
 
 class LiveServer:
@@ -149,6 +149,16 @@ def read_to_end(sock, within=5.0):
         return data, True
 
 
+def wait_for(predicate, timeout=10):
+    """True once ``predicate()`` is, or False after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -209,8 +219,15 @@ class Proc:
                 assert time.monotonic() < deadline, "server did not listen:\n%s" % self.stderr
                 time.sleep(0.05)
 
-    def access_entries(self):
-        return [json.loads(line.split(ACCESS, 1)[1]) for line in self.stderr.splitlines() if ACCESS in line]
+    def access_entries(self, count=None, timeout=10):
+        """The JSON access entries on stderr; with ``count``, waits until that many have
+        arrived (an entry is written just after its response is sent)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            entries = [json.loads(line) for line in self.stderr.splitlines() if line.startswith(ACCESS)]
+            if count is None or len(entries) >= count or time.monotonic() > deadline:
+                return entries
+            time.sleep(0.02)
 
     def stop(self, signum=signal.SIGTERM, timeout=5):
         """Send ``signum`` and wait for the exit; the return code."""

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -64,9 +65,8 @@ def test_serves_root_dir(tmp_path, run):
     assert r.status_code == 200 and r.text == "<p>index</p>"
     assert requests.get(p.url + "/nope").status_code == 404
     assert requests.post(p.url + "/hello.txt").status_code == 405
-    p.wait_for(lambda line: '"status":405' in line)  # written just after the response left
-    entries = p.access_entries()
-    assert [(e["method"], e["query"], e["status"]) for e in entries] == [
+    entries = p.access_entries(4)
+    assert [(e["method"], e["target"], e["status"]) for e in entries] == [
         ("GET", "/hello.txt", 200), ("GET", "/", 200), ("GET", "/nope", 404), ("POST", "/hello.txt", 405)]
     assert p.stop() == 0
 
@@ -104,11 +104,10 @@ def test_serves_handler_function(handler_dir, run):
     assert r.headers["x-handler"] == "mine"
     assert r.headers["content-type"] == "text/plain"
     assert requests.post(p.url + "/echo", data=b"payload").content == b"payload"
-    p.wait_for(lambda line: '"/echo"' in line)
-    entries = p.access_entries()
-    assert entries[0]["method"] == "GET" and entries[0]["query"] == "/some/path"
+    entries = p.access_entries(2)
+    assert entries[0]["method"] == "GET" and entries[0]["target"] == "/some/path?x=1"
     assert entries[0]["status"] == 201 and entries[0]["user-agent"] == "cli-test"
-    assert entries[1]["method"] == "POST" and entries[1]["query"] == "/echo" and entries[1]["status"] == 200
+    assert entries[1]["method"] == "POST" and entries[1]["target"] == "/echo" and entries[1]["status"] == 200
     assert "Traceback" not in p.stderr
     assert p.stop() == 0
 
@@ -142,9 +141,8 @@ def test_config_file_applies(handler_dir, run):
     assert r.status_code == 413
     r = requests.post(p.url + "/echo", data=b"x" * 10, headers={"X-Custom": "seen", "User-Agent": "ua"})
     assert r.status_code == 200 and r.content == b"x" * 10
-    p.wait_for(lambda line: ACCESS in line and '"status":200' in line)
-    entries = p.access_entries()
-    assert entries[-1]["x-custom"] == "seen"
+    entries = p.access_entries(2)
+    assert entries[-1]["status"] == 200 and entries[-1]["x-custom"] == "seen"
     assert "user-agent" not in entries[-1]  # log_headers replaced the default list
 
 
@@ -218,8 +216,16 @@ def test_not_a_function(handler_dir):
 def test_module_failing_on_import(tmp_path):
     (tmp_path / "broken.py").write_text("raise RuntimeError('boom at import')\n")
     (tmp_path / "badsyntax.py").write_text("def handle(:\n")
-    check_error(cli(["broken:handle", "--port", "0"], tmp_path), "broken", "boom at import")
-    check_error(cli(["badsyntax:handle", "--port", "0"], tmp_path), "badsyntax")
+    (tmp_path / "indirect.py").write_text("import helper\n")
+    (tmp_path / "helper.py").write_text("x = 1\ny = 1 / 0\n")
+    for spec, where, error in [("broken:handle", 'broken.py", line 1', "RuntimeError: boom at import"),
+                               ("badsyntax:handle", 'badsyntax.py", line 1', "SyntaxError"),
+                               ("indirect:handle", 'helper.py", line 2', "ZeroDivisionError")]:
+        result = cli([spec, "--port", "0"], tmp_path)
+        assert result.returncode == 2
+        assert "cannot import %s:\nTraceback" % spec.split(":")[0] in result.stderr
+        assert where in result.stderr and error in result.stderr, result.stderr
+        assert "importlib" not in result.stderr and "serving on" not in result.stderr
 
 
 def test_missing_config_file(tmp_path):
@@ -393,3 +399,50 @@ def test_server_stop_from_another_greenlet_when_monkey_patched(tmp_path):
     result = subprocess.run([sys.executable, "-c", script], cwd=str(tmp_path), capture_output=True, text=True,
                             timeout=4)
     assert result.returncode == 0 and result.stdout.strip() == "(None, None)", result.stderr
+
+
+# -- every config key from the command line -------------------------------------------------------
+
+
+def test_generated_flags_and_set(handler_dir, run):
+    p = run(["myhandler:handle", "--port", "0", "--max-body-size", "10", "--keepalive-idle-timeout", "0.5",
+             "--set", "compression.min_size=0", "--set", 'log_headers=["x-custom"]'], cwd=handler_dir)
+    assert requests.post(p.url + "/echo", data=b"x" * 11).status_code == 413
+    r = requests.post(p.url + "/echo", data=b"y" * 10, headers={"Accept-Encoding": "gzip", "X-Custom": "c"})
+    assert r.status_code == 200 and r.content == b"y" * 10
+    assert r.headers.get("content-encoding") is None  # application/octet-stream is not a compressed type
+    r = requests.get(p.url + "/page", headers={"Accept-Encoding": "gzip"})
+    assert r.headers["content-encoding"] == "gzip"  # min_size 0: even a short text/plain body
+    assert p.access_entries(3)[1]["x-custom"] == "c"
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        s.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        started = time.monotonic()
+        data, closed = read_to_end(s, 5)
+        assert closed and data.startswith(b"HTTP/1.1 201 ")
+        assert time.monotonic() - started < 3  # the 0.5 s keep-alive timeout applied
+
+
+def test_set_errors_and_unknown_keys(handler_dir, run):
+    check_error(cli(["--set", "port"], handler_dir), "--set", "KEY=VALUE")
+    check_error(cli(["--set", "compression.level=12"], handler_dir), "compression.level")
+    cfg = handler_dir / "cfg.json"
+    cfg.write_text(json.dumps({"max_body_sise": 10, "compression": {"levle": 1}}))
+    p = run(["myhandler:handle", "--port", "0", "--config", str(cfg), "--set", "conection_limit=5"],
+            cwd=handler_dir)
+    for key, close in [("max_body_sise", "max_body_size"), ("compression.levle", "compression.level"),
+                       ("conection_limit", "connection_limit")]:
+        assert "unknown config key '%s' (did you mean '%s'?)" % (key, close) in p.stderr, p.stderr
+    assert requests.get(p.url + "/").status_code == 201
+
+
+def test_help_lists_every_key_and_version(tmp_path):
+    result = cli(["--help"], tmp_path)
+    assert result.returncode == 0
+    for text in ("--max-body-size", "--connection-limit", "--request-header-timeout", "--access-log",
+                 "--error-log", "--access-log-format", "--set KEY=VALUE", "compression.level", "ssl",
+                 "redis", "HUP reloads", "USR1 reopens"):
+        assert text in result.stdout, text
+    assert re.search(r"max_body_size\s+5242880", result.stdout)
+    assert re.search(r"compression\.min_size\s+4096", result.stdout)
+    result = cli(["--version"], tmp_path)
+    assert result.returncode == 0 and re.fullmatch(r"lilush-http \d+\.\d+\.\d+\n", result.stdout)

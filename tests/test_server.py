@@ -436,9 +436,9 @@ def test_access_log_entry(live_server, caplog):
     records = [r for r in caplog.records if r.name == "lilush_http.access"]
     assert len(records) == 1 and records[0].levelname == "ACCESS"
     entry = json.loads(records[0].getMessage())
-    assert entry["method"] == "GET" and entry["query"] == "/page" and entry["status"] == 200
+    assert entry["method"] == "GET" and entry["target"] == "/page?q=1" and entry["status"] == 200
     assert entry["vhost"] == "%s:%d" % (live.host, live.port)
-    assert entry["client_ip"] == "127.0.0.1" and entry["size"] > 9 and entry["time"] >= 0
+    assert entry["client_ip"] == "127.0.0.1" and entry["size"] > 9 and entry["duration"] >= 0
     assert entry["forwarded_for"] == "1.2.3.4" and entry["forwarded_real_ip"] == "1.2.3.4"
     assert entry["user-agent"] == "ua/1" and entry["referer"] == "http://r/"
 

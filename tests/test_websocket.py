@@ -148,8 +148,8 @@ def test_echo_with_websocket_client_and_access_log(live_server, caplog):
     client.close()
     wait_until(lambda: any(e["status"] == 101 for e in access_entries(caplog)))
     entry = next(e for e in access_entries(caplog) if e["status"] == 101)
-    assert entry["query"] == "/ws" and entry["method"] == "GET"
-    assert entry["size"] > 300 * 1024 and entry["time"] > 0
+    assert entry["target"] == "/ws" and entry["method"] == "GET"
+    assert entry["size"] > 300 * 1024 and entry["duration"] > 0
 
 
 def test_not_an_upgrade_is_refused_and_the_connection_goes_on(live_server):

@@ -2,11 +2,13 @@
 
 import os
 import signal
+import socket
 import textwrap
-import time
 
 import pytest
 import requests
+
+from conftest import wait_for
 
 APP = """
     import os
@@ -30,15 +32,6 @@ def app_dir(tmp_path):
 def pids_answering(url, tries=40):
     """The worker pids that answered ``tries`` fresh connections."""
     return {requests.get(url, headers={"Connection": "close"}, timeout=5).text for _ in range(tries)}
-
-
-def wait_for(predicate, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_two_workers_share_the_port_and_are_restarted(app_dir, run):
@@ -95,4 +88,40 @@ def test_tls_flags(app_dir, run):
     live = run(["app:handle", "--port", "0", "--tls-cert", "cert.pem", "--tls-key", "key.pem"], app_dir)
     assert "serving on https://" in live.stderr
     response = requests.get("https://127.0.0.1:%d/" % live.port, verify=str(app_dir / "ca.pem"))
-    assert response.status_code == 200 and response.text == str(live.proc.pid)
+    assert response.status_code == 200 and response.text.isdigit()
+    assert response.text != str(live.proc.pid)  # a worker answers, even with --workers 1
+
+
+def test_library_serve_with_workers(tmp_path):
+    """``server.new({"workers": 2}, handle).serve()`` in a program of one's own: the
+    handler is forked with the server, the program's SIGTERM handler stops it."""
+    import subprocess
+    import sys
+
+    from conftest import free_port
+
+    port = free_port()
+    script = textwrap.dedent("""
+        from gevent import monkey
+        monkey.patch_all()
+        import os, signal, gevent
+        from lilush_http import server
+        def handle(method, query, args, headers, body, ctx):
+            return str(os.getpid()), 200, {}
+        srv, err = server.new({"port": %d, "workers": 2, "log_level": "error"}, handle)
+        gevent.signal_handler(signal.SIGTERM, srv.stop)
+        print(srv.serve(), flush=True)
+    """ % port)
+    proc = subprocess.Popen([sys.executable, "-c", script], cwd=str(tmp_path), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        url = "http://127.0.0.1:%d/" % port
+        assert wait_for(lambda: socket.socket().connect_ex(("127.0.0.1", port)) == 0, 15), proc.stderr
+        assert wait_for(lambda: len(pids_answering(url, 20)) == 2, 15)
+        assert str(proc.pid) not in pids_answering(url)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=15)
+        assert proc.returncode == 0 and out.strip() == "(None, None)", err
+    finally:
+        proc.kill()
+        proc.wait()
