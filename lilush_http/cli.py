@@ -19,6 +19,10 @@ def parse_args(argv):
     parser.add_argument("--port", type=int, help="bind port (default 8080; 0 picks a free one)")
     parser.add_argument("--config", metavar="FILE.json", help="config table as JSON")
     parser.add_argument("--root", default=".", help="directory served without a handler (default: .)")
+    parser.add_argument("--cache-control", metavar="VALUE",
+                        help="Cache-Control sent with every file under --root (e.g. 'public, max-age=3600')")
+    parser.add_argument("--no-listing", action="store_true",
+                        help="answer 404 for a directory under --root without index.html")
     parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"])
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
@@ -91,7 +95,7 @@ def main(argv=None):
         elif not os.path.isdir(args.root):
             err = "root: not a directory: %s" % args.root
         else:
-            handle = make_handle(args.root)
+            handle = make_handle(args.root, listing=not args.no_listing, cache_control=args.cache_control)
     if err:
         print("lilush-http: %s" % err, file=sys.stderr)
         return 2

@@ -26,12 +26,14 @@ from gevent.socket import wait_read
 
 from . import config as configuration
 from . import redis_client, tls
+from .body import BodyReader
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
 from .log import ACCESS, LEVELS, Logger, ensure_output
 from .request import HTTPError, Limits
 from .response import ResponseError, body_allowed, error_response, render, render_stream_head
+from .static import FileRange
 
 logger = logging.getLogger("lilush_http")
 access_logger = logging.getLogger("lilush_http.access")
@@ -67,6 +69,7 @@ class Server:
 
     def __init__(self, handle):
         self.handle = handle
+        self._stream_body = getattr(handle, "stream_body", False)  # body.streamed_body opted in
         self.cfg = configuration.defaults()
         self.logger = Logger(logger)
         self.redis = None
@@ -330,7 +333,8 @@ class Server:
         try:
             request = conn.read_head(cfg["keepalive_idle_timeout"], cfg["request_header_timeout"], limits)
             started = time.perf_counter()
-            body = (conn.read_body(request, cfg["request_body_timeout"], limits)
+            body = ((BodyReader(conn, request, cfg["request_body_timeout"], limits) if self._stream_body
+                     else conn.read_body(request, cfg["request_body_timeout"], limits))
                     if request.content_length is not None or request.chunked else None)
         except HTTPError as exc:
             return self._refuse(conn, client_ip, request, exc.status, exc.message)
@@ -383,15 +387,24 @@ class Server:
             logger.error("%s %s: %s", method, request.query, exc)
             status, data, keep_alive = self._server_error(keep_alive, request)
         except HANDLER_FAULTS:
-            logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
+            if type(body) is not BodyReader or body.error is None:  # a broken body is answered below
+                logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             status, data, keep_alive = self._server_error(keep_alive, request)
 
+        if type(body) is BodyReader and body.error is not None:
+            # The body broke its limit or its framing, or the client left: no response made then holds.
+            if body.error.status is None:
+                return None, body.error.message
+            return self._refuse(conn, client_ip, request, body.error.status, body.error.message)
         if data is not None:
             try:
                 conn.sendall(data, cfg["response_send_timeout"])
             except ConnectionEnded as exc:
                 return None, exc.message
             size = len(data)
+        if type(body) is BodyReader and not body.done:
+            keep_alive = keep_alive and body.drain()
+            conn.linger = not keep_alive  # closing: drain (bounded) so the response is not reset away
         if access_logger.isEnabledFor(ACCESS):
             self._log_access(request, client_ip, status, size, started, forwarded_real_ip)
         return ("keep-alive" if keep_alive else "close"), None
@@ -406,7 +419,7 @@ class Server:
         try:
             size = None
             if hasattr(content, "read"):
-                size = _file_size(content)
+                size = content.length if type(content) is FileRange else _file_size(content)
                 chunks = _read_blocks(content)
             else:
                 try:

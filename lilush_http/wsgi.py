@@ -10,6 +10,8 @@ import io
 import sys
 from urllib.parse import unquote_to_bytes
 
+from .body import BodyReader, streamed_body
+
 # Headers the server sets itself; WSGI sees the client's view of the request.
 _SKIP = frozenset(("content-type", "content-length"))
 
@@ -68,7 +70,8 @@ def environ_for(method, query, args, headers, body, ctx):
         "REMOTE_ADDR": ctx["client_ip"],
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "https" if getattr(client, "tls", False) else "http",
-        "wsgi.input": io.BytesIO(body or b""),
+        "wsgi.input": body if type(body) is BodyReader else io.BytesIO(body or b""),
+        "wsgi.input_terminated": True,  # reading to b"" is safe: the input ends where the body does
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": False,
@@ -77,7 +80,9 @@ def environ_for(method, query, args, headers, body, ctx):
     if "content-type" in headers:
         environ["CONTENT_TYPE"] = headers["content-type"]
     if body is not None:
-        environ["CONTENT_LENGTH"] = str(len(body))
+        length = body.length if type(body) is BodyReader else len(body)
+        if length is not None:  # a chunked body has none
+            environ["CONTENT_LENGTH"] = str(length)
     for name, value in headers.items():
         if name not in _SKIP:
             environ["HTTP_" + name.upper().replace("-", "_")] = value
@@ -101,7 +106,7 @@ def to_handle(app):
                     close()
         return _stream(result, response)
 
-    return handle
+    return streamed_body(handle)  # wsgi.input reads from the connection as the app reads
 
 
 def _stream(result, response):
