@@ -282,7 +282,7 @@ def test_port_in_use(tmp_path):
 
 
 def test_unknown_option(tmp_path):
-    check_error(cli(["--bogus"], tmp_path), "--bogus", max_lines=6)
+    check_error(cli(["--bogus"], tmp_path), "--bogus", max_lines=8)
 
 
 # -- signals ---------------------------------------------------------------------------------------
