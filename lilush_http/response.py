@@ -200,7 +200,7 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
     else:
         body = b""
         if status == 304:
-            text += _vary_304(headers, names, compression)
+            text = _not_modified(text, headers, names, compression, accept_encoding)
             if stated_length is not None:
                 text += "Content-Length: %d\r\n" % stated_length
     head_bytes = (_STATUS_LINES.get(status) or status_line(status)) + _finish(text, names, keep_alive, http10)
@@ -251,7 +251,7 @@ def render_stream_head(status, headers, keep_alive, http10=False, head=False,
             chunked = True
             text += "Transfer-Encoding: chunked\r\n"
     elif status == 304:
-        text += _vary_304(headers, names, compression)
+        text = _not_modified(text, headers, names, compression, accept_encoding)
     head = status_line(status) + _finish(text, names, keep_alive, http10)
     return head, keep_alive, chunked, coding, length
 
@@ -287,13 +287,15 @@ def _vary_line(headers, names):
     return "Vary: Accept-Encoding\r\n"
 
 
-def _vary_304(headers, names, compression):
-    """The Vary a 200 of this content type would carry, for a 304 (RFC 9110
-    section 15.4.5: a 304 carries the Vary, ETag, Cache-Control the 200 would)."""
+def _not_modified(text, headers, names, compression, accept_encoding):
+    """A 304's header lines with the Vary (and weak ETag) a 200 of this content type
+    would carry when compressed (RFC 9110 section 15.4.5)."""
     if (compression is None or not compression.enabled or "content-type" not in names
             or "content-encoding" in names or not compression.eligible(_value(headers, "content-type"))):
-        return ""
-    return _vary_line(headers, names)
+        return text
+    if "etag" in names and compression.coding_for(accept_encoding, None) is not None:
+        text = _weaken_etag(text)
+    return text + _vary_line(headers, names)
 
 
 def _weaken_etag(text):

@@ -180,6 +180,8 @@ def send_file(path, method="GET", headers=None, cache_control=None):
             meta["cache-control"] = cache_control
         if varies:
             meta["vary"] = "Accept-Encoding"
+        if coding:
+            meta["content-encoding"] = coding  # on a 304 too: no coding is to be added on the fly
         status = precondition(method, headers, tag, modified)
         if status == 304:
             os.close(fd)
@@ -188,8 +190,6 @@ def send_file(path, method="GET", headers=None, cache_control=None):
             os.close(fd)
             return "412 Precondition Failed\n", 412, TEXT
         meta["accept-ranges"] = "bytes"
-        if coding:
-            meta["content-encoding"] = coding
         ranges = requested_ranges(method, headers, size, tag, modified)
         if ranges is None:
             return FileRange(fd, 0, size), 200, dict(meta, **{"content-type": ctype})
