@@ -55,16 +55,22 @@ class BodyReader:
         self.started = False  # a read was attempted (100 Continue is due then)
 
     def read(self, size=-1):
-        """Up to ``size`` bytes (all that is left when ``size`` is negative or None);
-        b"" at the end of the body."""
+        """``size`` bytes, fewer only at the end of the body (all that is left when
+        ``size`` is negative or None), as a file's read does; b"" at the end."""
         if size is None or size < 0:
             parts = [self._take(len(self.pending))] if self.pending else []
             while self._fill():
                 parts.append(self._take(len(self.pending)))
             return b"".join(parts)
-        if not self.pending and size and not self._fill():
-            return b""
+        while len(self.pending) < size and self._fill():
+            pass
         return self._take(min(size, len(self.pending)))
+
+    def read1(self, size=-1):
+        """What is at hand (at most ``size`` bytes), waiting only when nothing is."""
+        if not self.pending:
+            self._fill()
+        return self._take(len(self.pending) if size is None or size < 0 else min(size, len(self.pending)))
 
     def readline(self, size=-1):
         """Bytes up to and including the next LF (at most ``size`` when it is not negative)."""
@@ -96,6 +102,23 @@ class BodyReader:
 
     def close(self):
         pass
+
+    def before_response(self, keep_alive, streamed):
+        """Called as the response is about to go out: whether the connection can stay
+        open. Raises the body's error, if reading it failed."""
+        if self.error is not None:
+            raise self.error
+        if self.done:
+            return keep_alive
+        if not self.started and self.expect_continue:
+            if not streamed:
+                return False  # the client holds the body back: close rather than ask for it
+            # A streamed response may still read the body: 100 Continue must precede its head.
+            self.started = True
+            self.conn.sendall(CONTINUE, self.timeout)
+        if not streamed and self.remaining is not None and self.remaining - len(self.conn.buf) > DRAIN_BYTES:
+            return False
+        return keep_alive
 
     def drain(self, limit=DRAIN_BYTES, seconds=DRAIN_SECONDS):
         """Read and drop the rest of the body; whether it ended within the bounds
@@ -143,6 +166,7 @@ class BodyReader:
             return self._fill_chunked(conn)
         except HTTPError as exc:
             self.error = BodyReadError(exc.message, exc.status)
+            conn.linger = True  # the client may still be sending: drain before closing, so it sees the answer
         except ConnectionEnded as exc:
             timed_out = exc.message.endswith("timeout")
             self.error = BodyReadError(exc.message, 408 if timed_out else None)
@@ -166,14 +190,15 @@ class BodyReader:
         while True:
             pos = decoder.feed(buf)
             buf = buf[pos:]
-            if decoder.data:
+            added = len(decoder.data)
+            if added:
                 self.pending += decoder.data
                 del decoder.data[:]
             if decoder.done:
                 conn.buf = buf
                 self.done = True
-                return bool(self.pending)
-            if self.pending:
+                return bool(added)
+            if added:
                 conn.buf = buf
                 return True
             conn.buf = b""

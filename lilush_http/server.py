@@ -26,7 +26,7 @@ from gevent.socket import wait_read
 
 from . import config as configuration
 from . import redis_client, tls
-from .body import BodyReader
+from .body import BodyReader, BodyReadError
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
@@ -368,6 +368,8 @@ class Server:
                 status = 200
             elif type(status) is int and 100 <= status < 200:
                 keep_alive = False  # after an informational final answer, HTTP cannot go on
+            if type(body) is BodyReader:
+                keep_alive = body.before_response(keep_alive, not (content is None or isinstance(content, FIXED_CONTENT)))
             if content is None or isinstance(content, FIXED_CONTENT):
                 data, keep_alive = render(status, response_headers, content, keep_alive,
                                           request.version == "HTTP/1.0", method == "HEAD",
@@ -386,9 +388,10 @@ class Server:
         except ResponseError as exc:
             logger.error("%s %s: %s", method, request.query, exc)
             status, data, keep_alive = self._server_error(keep_alive, request)
+        except BodyReadError:
+            data = None  # answered below
         except HANDLER_FAULTS:
-            if type(body) is not BodyReader or body.error is None:  # a broken body is answered below
-                logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
+            logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             status, data, keep_alive = self._server_error(keep_alive, request)
 
         if type(body) is BodyReader and body.error is not None:
