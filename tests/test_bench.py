@@ -29,3 +29,11 @@ def test_idle_connections_script_reports_rss():
     assert out.returncode == 0, out.stdout + out.stderr
     assert "idle keep-alive connections: 200" in out.stdout
     assert "server RSS:" in out.stdout and "a new request meanwhile: answered in" in out.stdout
+
+
+def test_bigfiles_script_reports_rss_and_checks_bytes():
+    out = subprocess.run([sys.executable, "bench/bigfiles.py", "--clients", "50", "--file-mb", "2", "--seconds", "1",
+                          "--upload-mb", "20"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "heads received: 50 of 50" in out.stdout and "mismatches: 0" in out.stdout
+    assert "on disk" in out.stdout and ": match" in out.stdout
