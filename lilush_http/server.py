@@ -352,6 +352,7 @@ class Server:
         ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
                "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version}
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
+        size = None  # bytes sent, once a response has gone out
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
             keep_alive = keep_alive and not self._stopping
@@ -369,7 +370,8 @@ class Server:
             elif type(status) is int and 100 <= status < 200:
                 keep_alive = False  # after an informational final answer, HTTP cannot go on
             if type(body) is BodyReader:
-                keep_alive = body.before_response(keep_alive, not (content is None or isinstance(content, FIXED_CONTENT)))
+                streamed = not (content is None or isinstance(content, FIXED_CONTENT))
+                keep_alive = body.before_response(keep_alive, streamed)
             if content is None or isinstance(content, FIXED_CONTENT):
                 data, keep_alive = render(status, response_headers, content, keep_alive,
                                           request.version == "HTTP/1.0", method == "HEAD",
@@ -394,7 +396,7 @@ class Server:
             logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             status, data, keep_alive = self._server_error(keep_alive, request)
 
-        if type(body) is BodyReader and body.error is not None:
+        if type(body) is BodyReader and body.error is not None and size is None:
             # The body broke its limit or its framing, or the client left: no response made then holds.
             if body.error.status is None:
                 return None, body.error.message
