@@ -64,6 +64,7 @@ def test_serves_root_dir(tmp_path, run):
     assert r.status_code == 200 and r.text == "<p>index</p>"
     assert requests.get(p.url + "/nope").status_code == 404
     assert requests.post(p.url + "/hello.txt").status_code == 405
+    p.wait_for(lambda line: '"method":"POST"' in line)  # logged just after the response left
     entries = p.access_entries()
     assert [(e["method"], e["query"], e["status"]) for e in entries] == [
         ("GET", "/hello.txt", 200), ("GET", "/", 200), ("GET", "/nope", 404), ("POST", "/hello.txt", 405)]
