@@ -31,6 +31,7 @@ TYPES = {".js": "text/javascript", ".mjs": "text/javascript", ".wasm": "applicat
 # Precompressed siblings, in order of preference at equal weight.
 SIBLINGS = (("br", ".br"), ("gzip", ".gz"))
 MAX_RANGES = 16  # more in one request is abuse (RFC 9110 section 14.2): the whole file instead
+INLINE_COMPRESSED = 256 * 1024  # files up to this size that get compressed are read whole (see below)
 MIN_RANGE_GAP = 80  # ranges closer than a part header are abuse too (they cost more than they save)
 _ENTITY_TAG = re.compile(r'(W/)?"[^"]*"')
 
@@ -55,15 +56,33 @@ def make_handle(root, listing=True, cache_control=None):
                 return "", 301, {"location": location}
             index = os.path.join(path, "index.html")
             if os.path.isfile(index):
-                return send_file(index, method, headers, cache_control)
+                return inline_if_compressed(send_file(index, method, headers, cache_control), headers, ctx)
             if listing:
                 return directory_listing(path, query), 200, {"content-type": "text/html; charset=utf-8"}
             return "404 Not Found\n", 404, TEXT
         if not os.path.isfile(path) or query.endswith("/"):  # 'file.txt/' names no directory
             return "404 Not Found\n", 404, TEXT
-        return send_file(path, method, headers, cache_control)
+        return inline_if_compressed(send_file(path, method, headers, cache_control), headers, ctx)
 
     return handle
+
+
+def inline_if_compressed(answer, headers, ctx):
+    """A small whole file the server will compress, as bytes: the server then
+    compresses it once and serves it from its cache, where a file body would be
+    compressed again for every request."""
+    content, status, response_headers = answer
+    if (status != 200 or type(content) is not FileRange or content.length > INLINE_COMPRESSED
+            or "content-encoding" in response_headers or not headers.get("accept-encoding")):
+        return answer
+    compression = ctx["cfg"]["compression"]
+    kind = response_headers["content-type"].partition(";")[0]
+    if not compression["enabled"] or kind not in compression["types"]:
+        return answer
+    try:
+        return content.read(), status, response_headers
+    finally:
+        content.close()
 
 
 def resolve(root, query):

@@ -380,3 +380,22 @@ def test_head_and_keep_alive_after_a_range(site):
         status, headers, body = read_response(f)
         assert status == 206 and DATA[7:9] in body and DATA[100:102] in body
         f.close()
+
+
+def test_text_files_compressed_on_the_fly(site):
+    """A small text file is compressed once and served from the server's cache
+    (Content-Length); a big one is compressed as it streams (chunked)."""
+    (site.root / "huge.txt").write_bytes(TEXT * 3)
+    answers = [requests.get(site.url + "/page.txt", headers={"Accept-Encoding": "gzip"}, stream=True)
+               for _ in range(2)]
+    raws = [r.raw.read(decode_content=False) for r in answers]
+    assert raws[0] == raws[1] and gzip.decompress(raws[0]) == TEXT
+    assert int(answers[0].headers["content-length"]) == len(raws[0])
+    assert answers[0].headers["etag"].startswith('W/"')
+    r = requests.get(site.url + "/huge.txt", headers={"Accept-Encoding": "gzip"})
+    assert r.headers["transfer-encoding"] == "chunked" and r.headers["content-encoding"] == "gzip"
+    assert r.content == TEXT * 3 and r.headers["etag"].startswith('W/"')
+    # A range of either is sent as it is.
+    r = requests.get(site.url + "/huge.txt", headers={"Accept-Encoding": "gzip", "Range": "bytes=0-99"})
+    assert r.status_code == 206 and r.content == TEXT[:100] and "content-encoding" not in r.headers
+    assert r.headers["vary"] == "Accept-Encoding"
