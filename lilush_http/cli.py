@@ -51,6 +51,10 @@ def parse_args(argv):
     parser.add_argument("--port", type=int, help="bind port (default 8080; 0 picks a free one)")
     parser.add_argument("--config", metavar="FILE.json", help="config table as JSON")
     parser.add_argument("--root", default=".", help="directory served without a handler (default: .)")
+    parser.add_argument("--cache-control", metavar="VALUE",
+                        help="Cache-Control sent with every file under --root (e.g. 'public, max-age=3600')")
+    parser.add_argument("--no-listing", action="store_true",
+                        help="answer 404 for a directory under --root without index.html")
     parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"])
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
@@ -194,7 +198,8 @@ class App:
                 from .wsgi import to_handle
                 handle = to_handle(app)
         else:
-            handle, err = make_handle(args.root), None
+            handle, err = make_handle(args.root, listing=not args.no_listing,
+                                     cache_control=args.cache_control), None
         if err:
             return None, err
         return server.new(config, handle)

@@ -187,6 +187,11 @@ class Connection:
         self.buf = buf[pos:]
         return decoder.body
 
+    def read_some(self, size, timeout):
+        """Up to ``size`` bytes of a streamed body straight from the socket (the
+        caller consumed the buffer first), waiting at most ``timeout`` seconds."""
+        return self._recv(monotonic() + timeout, "request body timeout", True, size)
+
     def _recv(self, deadline, timeout_message, phase_started, size=RECV_SIZE):
         if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
             raise ConnectionEnded(timeout_message, phase_started)

@@ -182,8 +182,10 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
             if coding is not None:
                 body = compression.compress(body, coding)
                 text += "Content-Encoding: %s\r\n" % coding
+                if "etag" in names:
+                    text = _weaken_etag(text)
             if vary:
-                text += "Vary: Accept-Encoding\r\n"
+                text += _vary_line(headers, names)
             else:
                 ctype = None  # not eligible: the block holds for any Accept-Encoding
         if "content-type" not in names:
@@ -197,8 +199,10 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
         text += "Content-Length: %d\r\n" % stated_length
     else:
         body = b""
-        if status == 304 and stated_length is not None:
-            text += "Content-Length: %d\r\n" % stated_length
+        if status == 304:
+            text = _not_modified(text, headers, names, compression, accept_encoding)
+            if stated_length is not None:
+                text += "Content-Length: %d\r\n" % stated_length
     head_bytes = (_STATUS_LINES.get(status) or status_line(status)) + _finish(text, names, keep_alive, http10)
     if head or not body:
         return head_bytes, keep_alive
@@ -225,14 +229,18 @@ def render_stream_head(status, headers, keep_alive, http10=False, head=False,
     coding = length = None
     if body_allowed(status):
         length = stated_length if stated_length is not None else size
-        if compression is not None and "content-encoding" not in names and stated_length is None:
+        if compression is not None and "content-encoding" not in names:
             ctype = _value(headers, "content-type") if "content-type" in names else "text/html"
             coding, vary = compression.choose(accept_encoding, ctype, size)
+            if stated_length is not None:
+                coding = None  # a stated length (a byte range, say) is sent as it is
             if coding is not None:
                 length = None
                 text += "Content-Encoding: %s\r\n" % coding
+                if "etag" in names:
+                    text = _weaken_etag(text)
             if vary:
-                text += "Vary: Accept-Encoding\r\n"
+                text += _vary_line(headers, names)
         if "content-type" not in names:
             text += "Content-Type: text/html\r\n"
         if length is not None:
@@ -242,6 +250,8 @@ def render_stream_head(status, headers, keep_alive, http10=False, head=False,
         else:
             chunked = True
             text += "Transfer-Encoding: chunked\r\n"
+    elif status == 304:
+        text = _not_modified(text, headers, names, compression, accept_encoding)
     head = status_line(status) + _finish(text, names, keep_alive, http10)
     return head, keep_alive, chunked, coding, length
 
@@ -268,6 +278,35 @@ def _handler_headers(headers, keep_alive):
         text = "".join(kept)
         names = names - OWNED
     return text, names, keep_alive, stated_length
+
+
+def _vary_line(headers, names):
+    """``Vary: Accept-Encoding`` unless the handler's own Vary names it already."""
+    if "vary" in names and "accept-encoding" in _value(headers, "vary").lower():
+        return ""
+    return "Vary: Accept-Encoding\r\n"
+
+
+def _not_modified(text, headers, names, compression, accept_encoding):
+    """A 304's header lines with the Vary (and weak ETag) a 200 of this content type
+    would carry when compressed (RFC 9110 section 15.4.5)."""
+    if (compression is None or not compression.enabled or "content-type" not in names
+            or "content-encoding" in names or not compression.eligible(_value(headers, "content-type"))):
+        return text
+    if "etag" in names and compression.coding_for(accept_encoding, None) is not None:
+        text = _weaken_etag(text)
+    return text + _vary_line(headers, names)
+
+
+def _weaken_etag(text):
+    """The header lines with a strong ETag made weak: a body compressed on the fly
+    is not the bytes the handler's (strong) tag names (nginx does the same)."""
+    lines = text.split("\r\n")
+    for i, line in enumerate(lines):
+        name, sep, value = line.partition(": ")
+        if sep and name.lower() == "etag" and value.startswith('"'):
+            lines[i] = name + ": W/" + value
+    return "\r\n".join(lines)
 
 
 def _value(headers, name):

@@ -26,12 +26,14 @@ from gevent.socket import wait_read
 from . import config as configuration
 from . import redis_client, tls, websocket
 from .access import AccessLog, access_logger
+from .body import BodyReader, BodyReadError
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
 from .log import ACCESS, LEVELS, Logger, ensure_output, use_error_log
 from .request import HTTPError, Limits
 from .response import ResponseError, body_allowed, error_response, render, render_stream_head
+from .static import FileRange
 
 logger = logging.getLogger("lilush_http")
 
@@ -67,6 +69,7 @@ class Server:
 
     def __init__(self, handle):
         self.handle = handle
+        self._stream_body = getattr(handle, "stream_body", False)  # body.streamed_body opted in
         self.cfg = configuration.defaults()
         self.logger = Logger(logger)
         self.redis = None
@@ -356,7 +359,8 @@ class Server:
         try:
             request = conn.read_head(cfg["keepalive_idle_timeout"], cfg["request_header_timeout"], limits)
             started = time.perf_counter()
-            body = (conn.read_body(request, cfg["request_body_timeout"], limits)
+            body = ((BodyReader(conn, request, cfg["request_body_timeout"], limits) if self._stream_body
+                     else conn.read_body(request, cfg["request_body_timeout"], limits))
                     if request.content_length is not None or request.chunked else None)
         except HTTPError as exc:
             return self._refuse(conn, client_ip, request, exc.status, exc.message)
@@ -374,6 +378,7 @@ class Server:
         ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
                "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version}
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
+        size = None  # bytes sent, once a response has gone out
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
             if conn.upgraded is not None:
@@ -394,6 +399,9 @@ class Server:
                 status = 200
             elif type(status) is int and 100 <= status < 200:
                 keep_alive = False  # after an informational final answer, HTTP cannot go on
+            if type(body) is BodyReader:
+                streamed = not (content is None or isinstance(content, FIXED_CONTENT))
+                keep_alive = body.before_response(keep_alive, streamed)
             if content is None or isinstance(content, FIXED_CONTENT):
                 data, keep_alive = render(status, response_headers, content, keep_alive,
                                           request.version == "HTTP/1.0", method == "HEAD",
@@ -414,18 +422,28 @@ class Server:
         except ResponseError as exc:
             logger.error("%s %s: %s", method, request.query, exc)
             status, data, keep_alive = self._server_error(keep_alive, request)
+        except BodyReadError:
+            data = None  # answered below
         except HANDLER_FAULTS:
             logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             if conn.upgraded is not None:
                 return self._end_session(conn, request, client_ip, started, forwarded_real_ip, True)
             status, data, keep_alive = self._server_error(keep_alive, request)
 
+        if type(body) is BodyReader and body.error is not None and size is None:
+            # The body broke its limit or its framing, or the client left: no response made then holds.
+            if body.error.status is None:
+                return None, body.error.message
+            return self._refuse(conn, client_ip, request, body.error.status, body.error.message)
         if data is not None:
             try:
                 conn.sendall(data, cfg["response_send_timeout"])
             except ConnectionEnded as exc:
                 return None, exc.message
             size = len(data)
+        if type(body) is BodyReader and not body.done:
+            keep_alive = keep_alive and body.drain()
+            conn.linger = not keep_alive  # closing: drain (bounded) so the response is not reset away
         if access_logger.isEnabledFor(ACCESS):
             self._access.log(request, client_ip, status, size, started, forwarded_real_ip)
         return ("keep-alive" if keep_alive else "close"), None
@@ -440,7 +458,7 @@ class Server:
         try:
             size = None
             if hasattr(content, "read"):
-                size = _file_size(content)
+                size = content.length if type(content) is FileRange else _file_size(content)
                 chunks = _read_blocks(content)
             else:
                 try:

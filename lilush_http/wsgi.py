@@ -11,6 +11,7 @@ import sys
 from urllib.parse import unquote_to_bytes
 
 from . import websocket
+from .body import BodyReader, streamed_body
 
 # Headers the server sets itself; WSGI sees the client's view of the request.
 _SKIP = frozenset(("content-type", "content-length"))
@@ -70,7 +71,8 @@ def environ_for(method, query, args, headers, body, ctx):
         "REMOTE_ADDR": ctx["client_ip"],
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": "https" if getattr(client, "tls", False) else "http",
-        "wsgi.input": io.BytesIO(body or b""),
+        "wsgi.input": body if type(body) is BodyReader else io.BytesIO(body or b""),
+        "wsgi.input_terminated": True,  # reading to b"" is safe: the input ends where the body does
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
         "wsgi.multiprocess": False,
@@ -79,7 +81,9 @@ def environ_for(method, query, args, headers, body, ctx):
     if "content-type" in headers:
         environ["CONTENT_TYPE"] = headers["content-type"]
     if body is not None:
-        environ["CONTENT_LENGTH"] = str(len(body))
+        length = body.length if type(body) is BodyReader else len(body)
+        if length is not None:  # a chunked body has none
+            environ["CONTENT_LENGTH"] = str(length)
     for name, value in headers.items():
         if name not in _SKIP:
             environ["HTTP_" + name.upper().replace("-", "_")] = value
@@ -104,12 +108,10 @@ def to_handle(app):
                     raise AssertionError("WSGI application returned without calling start_response")
                 return b"".join(response.written + result), response.status, response.headers
             finally:
-                close = getattr(result, "close", None)
-                if close is not None:
-                    close()
+                _close(result)
         return _stream(result, response)
 
-    return handle
+    return streamed_body(handle)  # wsgi.input reads from the connection as the app reads
 
 
 def _offer_websocket(environ, method, headers, ctx):

@@ -39,3 +39,11 @@ def test_websocket_echo_script_prints_its_table():
     assert {(r[1].strip(), r[2].strip()) for r in rows} >= {("64 B", "lilush_http"), ("64 KB", "websockets")}
     assert all(float(r[3]) > 0 for r in rows if len(r) > 6)  # messages per second were measured
     assert "lilush_http / websockets" in out.stdout
+
+
+def test_bigfiles_script_reports_rss_and_checks_bytes():
+    out = subprocess.run([sys.executable, "bench/bigfiles.py", "--clients", "50", "--file-mb", "2", "--seconds", "1",
+                          "--upload-mb", "20"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "heads received: 50 of 50" in out.stdout and "mismatches: 0" in out.stdout
+    assert "on disk" in out.stdout and ": match" in out.stdout
