@@ -294,7 +294,7 @@ def _frame_body(request, limits):
     value = values.pop()
     if "," in cl:
         headers["content-length"] = value  # RFC 9110 section 8.6: one value, as if sent once
-    if not value.isdigit():
+    if not (value.isascii() and value.isdigit()):  # "\u0665".isdigit() too
         raise HTTPError(400, "Invalid Content-Length")
     if len(value) > 18 or int(value) > limits.body:
         raise HTTPError(413, "Request body too large")
@@ -305,7 +305,8 @@ def _connection_options(request):
     """Keep-alive per RFC 9112 section 9.3, and the Expect header."""
     headers = request.headers
     tokens = headers.get("connection")
-    tokens = {t.strip(" \t").lower() for t in tokens.split(",")} if tokens else ()
+    # Only ASCII tokens count: "\u212a".lower() is "k".
+    tokens = {t.strip(" \t").lower() for t in tokens.split(",") if t.isascii()} if tokens else ()
     if request.version == "HTTP/1.1":
         request.keep_alive = "close" not in tokens
     else:
@@ -399,7 +400,8 @@ class ChunkedDecoder:
                                         self.data += buf[start:stop]
                                     pos = stop + 2
                                     continue
-                line, pos = self._line(buf, pos)
+                # A trailer is a field line: obs-text allowed in its value, as in the head.
+                line, pos = self._line(buf, pos, CHUNK_LINE_CHARS if state == self.SIZE else VALUE_BYTES)
                 if line is None:
                     break
                 if state == self.SIZE:
@@ -413,7 +415,7 @@ class ChunkedDecoder:
                     _check_trailer(line)
         return pos
 
-    def _line(self, buf, pos):
+    def _line(self, buf, pos, allowed):
         nl = buf.find(b"\n", pos)
         if nl < 0:
             # + 1: the unfinished line may end with the CR of its CRLF.
@@ -427,8 +429,8 @@ class ChunkedDecoder:
         line = buf[pos:nl - 1]
         if len(line) > self.limits.line:
             raise HTTPError(400, "Chunk size or trailer line too long")
-        if line.translate(None, CHUNK_LINE_CHARS):
-            # CR, NUL, other controls, DEL or bytes >= 0x80, as in the head.
+        if line.translate(None, allowed):
+            # CR, NUL, other controls or DEL, as in the head; bytes >= 0x80 but in a trailer.
             raise HTTPError(400, "Control character in chunked framing")
         return line, nl + 1
 

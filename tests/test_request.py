@@ -942,6 +942,7 @@ CHUNKED_OK = [
     (b"5;" + b"e" * 38 + b"\r\nhello\r\n0\r\n\r\n", b"hello"),  # size line exactly the limit
     (b"5\r\nhello\r\n0\r\nX-T: " + b"t" * 35 + b"\r\n\r\n", b"hello"),  # trailer at the limit
     (b"5\r\nhello\r\n0\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n", b"hello"),  # trailer count at the limit
+    (b"5\r\nhello\r\n0\r\nX-T: caf\xc3\xa9 \xff\r\n\r\n", b"hello"),  # obs-text in a trailer value
 ]
 
 
@@ -1043,6 +1044,8 @@ CHUNKED_BAD = [
     (b"5;a\rb\r\nhello\r\n0\r\n\r\n", 400),
     (b"5;a\x00b\r\nhello\r\n0\r\n\r\n", 400),  # NUL
     (b"5\r\nhello\r\n0\r\nX-T: a\rb\r\n\r\n", 400),  # bare CR in a trailer
+    (b"5\r\nhello\r\n0\r\nX-\xe9: 1\r\n\r\n", 400),  # obs-text in a trailer name
+    (b"5;\xe9\r\nhello\r\n0\r\n\r\n", 400),  # or in a chunk extension
     (b"65\r\n" + b"z" * 101 + b"\r\n0\r\n\r\n", 413),  # one chunk over the body limit
     (b"32\r\n" + b"z" * 50 + b"\r\n33\r\n" + b"w" * 51 + b"\r\n0\r\n\r\n", 413),  # total over
     (b"f" * 16 + b"\r\n", 413),  # 16 hex digits is a valid but huge size
