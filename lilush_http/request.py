@@ -193,14 +193,14 @@ def parse_head(head, limits):
         else:
             headers[lname] = value
 
+    if "host" not in headers and version == "HTTP/1.1":
+        raise HTTPError(400, "Missing Host header")  # also with an absolute-form target
     if target[0] == "/":
         path = target
         if method == "CONNECT":
             raise HTTPError(400, "CONNECT needs an authority-form target")
     else:
         path = _other_target_form(method, target, headers)
-    if "host" not in headers and version == "HTTP/1.1":
-        raise HTTPError(400, "Missing Host header")
     request = Request(method, target, version, headers, path)
     if "transfer-encoding" in headers or "content-length" in headers:
         _frame_body(request, limits)

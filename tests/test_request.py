@@ -369,6 +369,9 @@ def test_http10_without_host_is_accepted():
     request = parse(b"Connection: keep-alive", host=False, line=b"OPTIONS * HTTP/1.0")
     assert "host" not in request.headers and request.keep_alive
     assert refused(head(host=False)).message == "Missing Host header"  # still required in 1.1
+    # RFC 9112 section 3.2: an HTTP/1.1 request without Host is a 400, also when its
+    # absolute-form target names a host
+    assert refused(head(host=False, line=b"GET http://example.com/ HTTP/1.1")).message == "Missing Host header"
 
 
 @pytest.mark.parametrize(
