@@ -3,53 +3,29 @@ generated heads and bodies: where both accept a request, both frame it the same
 way; and where lilush_http accepts one, no reading of its head that a front end
 may make under RFC 9110 section 5.5 frames it differently."""
 
+import os
 import re
+import sys
 
-import h11
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from test_properties import run
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "bench"))
+from fuzz import h11_reads  # noqa: E402  (h11 as a server: [(method, path, body length)], refused)
+
 SETTINGS = settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 NEXT = b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n"
 
 
-def h11_reads(data):
-    """What h11 as a server reads in ``data``: ([(method, target, body)], refused)."""
-    conn = h11.Connection(our_role=h11.SERVER, max_incomplete_event_size=1 << 20)
-    conn.receive_data(data)
-    conn.receive_data(b"")
-    seen = []
-    current = None
-    while True:
-        try:
-            event = conn.next_event()
-        except h11.RemoteProtocolError:
-            return seen, True
-        if event in (h11.NEED_DATA, h11.PAUSED) or isinstance(event, h11.ConnectionClosed):
-            return seen, False
-        if isinstance(event, h11.Request):
-            current = [event.method.decode(), event.target.decode("latin-1"), b""]
-        elif isinstance(event, h11.Data):
-            current[2] += event.data
-        elif isinstance(event, h11.EndOfMessage):
-            seen.append(tuple(current))
-            try:
-                conn.send(h11.Response(status_code=200, headers=[("Content-Length", "0")]))
-                conn.send(h11.EndOfMessage())
-                conn.start_next_cycle()
-            except h11.LocalProtocolError:  # not keep-alive: h11 reads no further
-                return seen, False
-
-
 def lilush_reads(data):
-    """What lilush_http reads: ([(method, target, body)], refused), up to the first
+    """What lilush_http reads: ([(method, path, body length)], refused), up to the first
     request after which the connection would not be kept alive (as h11 stops there)."""
     seen, outcome = run(data)
     out = []
-    for method, target, _query, _args, _version, _headers, body, keep_alive in seen:
-        out.append((method, target, body or b""))
+    for method, _target, query, _args, _version, _headers, body, keep_alive in seen:
+        out.append((method, query, len(body or b"")))
         if not keep_alive:
             break
     return out, outcome != "eof"
