@@ -1,7 +1,9 @@
 """Fuzz a live lilush_http with mutated requests; exits 0 when nothing went wrong.
 
-A corpus of valid requests (GET, POST with Content-Length, chunked, pipelined
-pairs, HTTP/1.0, Expect: 100-continue) is mutated (byte flips, inserted CR, LF,
+A corpus of requests (GET, POST with Content-Length, chunked, pipelined
+pairs, HTTP/1.0 with and without Host, Expect: 100-continue, absolute-form and
+asterisk-form targets, obs-text in a Cookie, and a bare-LF head that must be
+refused) is mutated (byte flips, inserted CR, LF,
 NUL, space, colon, tab or high bytes, deletions, duplicated or dropped lines,
 bare-LF line ends, truncation) and each mutant is sent on its own connection
 (half-closed after the write) by several worker threads at once. What comes
@@ -64,10 +66,15 @@ CORPUS = [
     b"POST /one HTTP/1.1\r\nHost: fuzz\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n"
     b"POST /two HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 2\r\n\r\nxy",
     b"GET /lf HTTP/1.1\nHost: fuzz\n\n",
+    b"GET /health HTTP/1.0\r\n\r\n",
+    b"GET http://fuzz:8080/abs?x=1 HTTP/1.1\r\nHost: other\r\n\r\n",
+    b"OPTIONS * HTTP/1.1\r\nHost: fuzz\r\n\r\n",
+    b"GET /cookie HTTP/1.1\r\nHost: fuzz\r\nCookie: greeting=caf\xc3\xa9; raw=\xff\r\n\r\n",
+    b"POST /cl HTTP/1.1\r\nHost: fuzz\r\nContent-Length: 4, 4\r\n\r\nabcd",
 ]
 
 INSERTS = [b"\r", b"\n", b"\r\n", b"\x00", b" ", b":", b"\t", b"\x80", b"\xff", b"\x7f", b",", b";", b"0",
-           b"\x0b", b"Transfer-Encoding: chunked\r\n", b"Content-Length: 7\r\n", b"Host: again\r\n", b"\r\n\r\n"]
+           b"\x0b", b"#", b"*", b"@", b"http://h", b"\xc3\xa9", b"Transfer-Encoding: chunked\r\n", b"Content-Length: 7\r\n", b"Host: again\r\n", b"\r\n\r\n"]
 
 
 def mutate(data, rng):
@@ -195,7 +202,12 @@ def h11_reads(data):
         if event in (h11.NEED_DATA, h11.PAUSED) or isinstance(event, h11.ConnectionClosed):
             return seen, False
         if isinstance(event, h11.Request):
-            path = event.target.partition(b"?")[0] or b"/"
+            target = event.target
+            if b"://" in target and not target.startswith(b"/"):  # absolute-form: its path
+                target = target.partition(b"://")[2]
+                target = target[min([i for i in (target.find(b"/"), target.find(b"?")) if i >= 0]
+                                    or [len(target)]):]
+            path = target.partition(b"?")[0] or b"/"
             current = [event.method.decode("latin-1"), path.decode("latin-1"), 0]
         elif isinstance(event, h11.Data):
             current[2] += len(event.data)

@@ -433,16 +433,12 @@ class Connection:
 
 
 def skip_blank_lines(data):
-    """``data`` without the empty lines (CRLF or LF) before a request, which RFC 9112
-    section 2.2 says to ignore; a bare CR stays, and the parser refuses it."""
+    """``data`` without the empty CRLF lines before a request, which RFC 9112 section
+    2.2 says to ignore; a bare LF or bare CR stays, and the parser refuses it."""
     start = 0
-    while True:
-        if data.startswith(b"\r\n", start):
-            start += 2
-        elif data.startswith(b"\n", start):
-            start += 1
-        else:
-            return data[start:] if start else data
+    while data.startswith(b"\r\n", start):
+        start += 2
+    return data[start:] if start else data
 
 
 def shutdown(sock, how):

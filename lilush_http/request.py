@@ -3,9 +3,10 @@
 Nothing here touches a socket, so every rule is tested with plain byte strings.
 The connection loop (``connection.py``) feeds this module what it received.
 
-Line endings: CRLF, or in the head a bare LF (RFC 9112 section 2.2 lets a
-recipient accept it there, as nginx and h11 do). A bare CR anywhere in the head
-is rejected with 400, and so is a bare LF inside chunked framing.
+Line endings: CRLF only. A bare LF or a bare CR anywhere in the head, or in
+chunked framing, is refused with 400: a front end that reads a bare LF as part
+of a field value (RFC 9110 section 5.5 lets it) would frame the request
+differently, which is how requests are smuggled past it.
 """
 
 # RFC 9110 section 5.6.2: tchar, the characters allowed in a token (method, header name).
@@ -15,6 +16,12 @@ HEX_DIGITS = b"0123456789abcdefABCDEF"
 # visible ASCII, space and tab. ``line.translate(None, CHUNK_LINE_CHARS)`` is what is left.
 CHUNK_LINE_CHARS = bytes(range(0x20, 0x7F)) + b"\t"
 SUPPORTED_VERSIONS = ("HTTP/1.1", "HTTP/1.0")
+# What a field value may hold (RFC 9110 section 5.5): visible ASCII, SP, HTAB, obs-text.
+VALUE_BYTES = bytes(range(0x20, 0x7F)) + b"\t" + bytes(range(0x80, 0x100))
+# RFC 3986 section 3.2.2: a reg-name or IPv4 address (unreserved, pct-encoded, sub-delims),
+# and what may stand between the brackets of an IP-literal.
+_REG_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;="
+_IP_LITERAL_CHARS = _REG_NAME_CHARS + ":"
 COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
 _KNOWN_NAMES = {}  # header names already checked -> lower-case form (bounded)
 
@@ -49,10 +56,11 @@ class Request:
     __slots__ = ("method", "target", "query", "args", "version", "headers",
                  "keep_alive", "expect_continue", "content_length", "chunked")
 
-    def __init__(self, method, target, version, headers):
+    def __init__(self, method, target, version, headers, path):
         self.method = method
         self.target = target
-        query, _, args = target.partition("?")
+        # ``path``: the target, or the path and query of an absolute-form one.
+        query, _, args = path.partition("?")
         self.query = query or "/"
         self.args = args
         self.version = version
@@ -83,7 +91,8 @@ def find_head_end(buf, start=0):
 
 
 def check_partial_head(buf, limits, start=0, lines=0):
-    """Refuse an unfinished head early: an overlong line (413) or too many lines (431).
+    """Refuse an unfinished head early: an overlong request line (414), an overlong
+    header line or too many lines (431).
 
     ``start`` and ``lines`` say where the previous check stopped (the start of
     the last incomplete line) and how many lines it had seen; they are returned
@@ -95,14 +104,21 @@ def check_partial_head(buf, limits, start=0, lines=0):
         if nl < 0:
             break
         if nl - start > line_limit:
-            raise HTTPError(413, "Request line or header line too long")
+            raise _line_too_long(lines)
         start = nl + 1
         lines += 1
         if lines > limits.headers + 1:
             raise HTTPError(431, "Too many header lines")
     if len(buf) - start > line_limit:
-        raise HTTPError(413, "Request line or header line too long")
+        raise _line_too_long(lines)
     return start, lines
+
+
+def _line_too_long(index):
+    """The error for line ``index`` of the head (0: the request line) over the limit."""
+    if index == 0:
+        return HTTPError(414, "Request line too long")
+    return HTTPError(431, "Header line too long")
 
 
 def parse_head(head, limits):
@@ -110,58 +126,66 @@ def parse_head(head, limits):
 
     Raises HTTPError with the status to answer for anything malformed.
     """
-    if not head.isascii():
-        raise HTTPError(400, "Non-ASCII byte in request head")
-    text = head.decode("ascii")
-    if "\r" in text:
-        text = text.replace("\r\n", "\n")
-        if "\r" in text:
-            raise HTTPError(400, "Bare CR in request head")
-    if "\x00" in text:
-        raise HTTPError(400, "NUL byte in request head")
-    lines = text.split("\n")
+    line_limit = limits.line
+    if head.isascii():
+        obs_text = False
+        text = head.decode("ascii")
+        long_lines = len(text) > line_limit  # only then can a single line be over the limit
+    else:
+        # Bytes >= 0x80 may only be obs-text in field values: the method, target and
+        # names are checked to be ASCII below. Values are UTF-8, and what is not
+        # valid UTF-8 is kept byte for byte as surrogates (PEP 383).
+        obs_text = True
+        _check_line_lengths(head, line_limit)
+        text = head.decode("utf-8", "surrogateescape")
+        long_lines = False
+    # Lines end with CRLF only. A bare LF, bare CR or NUL left inside a line fails
+    # the checks of the part it is in (method, target, version, name, value), and
+    # _refusal then names it: no separate scan of the head on the way.
+    lines = text.split("\r\n")
     # The head ends with a blank line, so the split leaves two empty strings.
-    del lines[-2:]
+    if len(lines) < 3 or lines.pop() or lines.pop():
+        raise _refusal(text, "Incomplete request head")
     if len(lines) - 1 > limits.headers:
         raise HTTPError(431, "Too many header lines")
 
-    line_limit = limits.line
-    long_lines = len(text) > line_limit  # only then can a single line be over the limit
     request_line = lines[0]
     if long_lines and len(request_line) > line_limit:
-        raise HTTPError(413, "Request line too long")
+        raise HTTPError(414, "Request line too long")
     parts = request_line.split(" ")
     if len(parts) != 3:
-        raise HTTPError(400, "Unsupported protocol")
+        raise _refusal(request_line, "Unsupported protocol")
     method, target, version = parts
     if version not in SUPPORTED_VERSIONS:
-        raise HTTPError(400, "Unsupported protocol")
+        raise _refusal(version, "Unsupported protocol")
     if method not in COMMON_METHODS and (not method or method.strip(TOKEN_CHARS)):
-        raise HTTPError(400, "Invalid method")
-    if not target or not target.isprintable():
-        raise HTTPError(400, "Invalid request target")
+        raise _refusal(method, "Invalid method")
+    if not target or not target.isprintable() or "#" in target or (obs_text and not target.isascii()):
+        raise _refusal(target, "Invalid request target")
 
     headers = {}
     known = _KNOWN_NAMES
     for line in lines[1:]:
         if long_lines and len(line) > line_limit:
-            raise HTTPError(413, "Header line too long")
+            raise HTTPError(431, "Header line too long")
         name, colon, value = line.partition(":")
         if not colon:
-            raise HTTPError(400, "Malformed header line")
+            raise _refusal(line, "Malformed header line")
         lname = known.get(name)
         if lname is None:
             if not name:
                 raise HTTPError(400, "Malformed header line")
             if name.strip(TOKEN_CHARS):
-                # Also catches obs-fold continuation lines and whitespace before the colon.
-                raise HTTPError(400, "Invalid header name")
+                # Also catches obs-fold continuation lines, whitespace before the
+                # colon and bytes >= 0x80 in a name.
+                raise _refusal(name, "Invalid header name")
             lname = name.lower()
             if len(known) < 2048:
                 known[name] = lname
         value = value.strip(" \t")
-        if not value.isprintable() and not value.replace("\t", " ").isprintable():
-            raise HTTPError(400, "Control character in header value")
+        if (not value.isprintable() and not value.replace("\t", " ").isprintable()
+                and (not obs_text or value.encode("utf-8", "surrogateescape").translate(None, VALUE_BYTES))):
+            raise _refusal(value, "Control character in header value")
         if lname in headers:
             if lname == "host":
                 raise HTTPError(400, "Duplicate Host header")
@@ -169,9 +193,15 @@ def parse_head(head, limits):
         else:
             headers[lname] = value
 
-    if "host" not in headers:
-        raise HTTPError(400, "Missing Host header")
-    request = Request(method, target, version, headers)
+    if "host" not in headers and version == "HTTP/1.1":
+        raise HTTPError(400, "Missing Host header")  # also with an absolute-form target
+    if target[0] == "/":
+        path = target
+        if method == "CONNECT":
+            raise HTTPError(400, "CONNECT needs an authority-form target")
+    else:
+        path = _other_target_form(method, target, headers)
+    request = Request(method, target, version, headers, path)
     if "transfer-encoding" in headers or "content-length" in headers:
         _frame_body(request, limits)
     if "connection" in headers or "expect" in headers:
@@ -179,6 +209,67 @@ def parse_head(head, limits):
     else:
         request.keep_alive = version == "HTTP/1.1"
     return request
+
+
+def _refusal(part, message):
+    """The 400 for a malformed ``part`` of the head, naming a bare LF, bare CR or NUL
+    in it (the usual culprits) before the generic ``message``."""
+    if "\n" in part:
+        return HTTPError(400, "Bare LF in request head")
+    if "\r" in part:
+        return HTTPError(400, "Bare CR in request head")
+    if "\x00" in part:
+        return HTTPError(400, "NUL byte in request head")
+    return HTTPError(400, message)
+
+
+def _check_line_lengths(head, line_limit):
+    """The line-length limits counted in bytes (a head with obs-text decodes to fewer characters)."""
+    if len(head) > line_limit:
+        for index, line in enumerate(head.split(b"\r\n")):
+            if len(line) > line_limit:
+                raise _line_too_long(index)
+
+
+def _other_target_form(method, target, headers):
+    """The path (and query) of a target that is not origin-form (RFC 9112 section 3.2):
+    ``*`` only for OPTIONS, authority-form only for CONNECT, else an http(s)
+    absolute-form URI, whose authority then replaces the Host header."""
+    if target == "*":
+        if method != "OPTIONS":
+            raise HTTPError(400, "Asterisk-form target is only for OPTIONS")
+        return target
+    if method == "CONNECT":
+        _check_authority(target, True)
+        return target
+    scheme, sep, rest = target.partition("://")
+    if not sep or scheme.lower() not in ("http", "https"):
+        raise HTTPError(400, "Invalid request target")
+    end = len(rest)
+    for mark in "/?":
+        found = rest.find(mark)
+        if 0 <= found < end:
+            end = found
+    authority, path = rest[:end], rest[end:]
+    _check_authority(authority, False)
+    headers["host"] = authority
+    return path if path[:1] == "/" else "/" + path
+
+
+def _check_authority(authority, port_required):
+    """``host[:port]`` (RFC 3986 section 3.2, without userinfo), else HTTPError 400."""
+    if "@" in authority:
+        raise HTTPError(400, "Userinfo in request target")
+    if authority[:1] == "[":
+        close = authority.find("]")
+        host, rest = authority[1:close], authority[close + 1:]
+        valid = close > 0 and host and not host.strip(_IP_LITERAL_CHARS) and rest[:1] in ("", ":")
+        port = rest[1:]
+    else:
+        host, _, port = authority.partition(":")
+        valid = host and not host.strip(_REG_NAME_CHARS)
+    if not valid or (port and not (port.isascii() and port.isdigit())) or (port_required and not port):
+        raise HTTPError(400, "Invalid authority in request target")
 
 
 def _frame_body(request, limits):
@@ -201,7 +292,9 @@ def _frame_body(request, limits):
     if len(values) != 1:
         raise HTTPError(400, "Conflicting Content-Length values")
     value = values.pop()
-    if not value.isdigit():
+    if "," in cl:
+        headers["content-length"] = value  # RFC 9110 section 8.6: one value, as if sent once
+    if not (value.isascii() and value.isdigit()):  # "\u0665".isdigit() too
         raise HTTPError(400, "Invalid Content-Length")
     if len(value) > 18 or int(value) > limits.body:
         raise HTTPError(413, "Request body too large")
@@ -212,7 +305,8 @@ def _connection_options(request):
     """Keep-alive per RFC 9112 section 9.3, and the Expect header."""
     headers = request.headers
     tokens = headers.get("connection")
-    tokens = {t.strip(" \t").lower() for t in tokens.split(",")} if tokens else ()
+    # Only ASCII tokens count: "\u212a".lower() is "k".
+    tokens = {t.strip(" \t").lower() for t in tokens.split(",") if t.isascii()} if tokens else ()
     if request.version == "HTTP/1.1":
         request.keep_alive = "close" not in tokens
     else:
@@ -306,7 +400,8 @@ class ChunkedDecoder:
                                         self.data += buf[start:stop]
                                     pos = stop + 2
                                     continue
-                line, pos = self._line(buf, pos)
+                # A trailer is a field line: obs-text allowed in its value, as in the head.
+                line, pos = self._line(buf, pos, CHUNK_LINE_CHARS if state == self.SIZE else VALUE_BYTES)
                 if line is None:
                     break
                 if state == self.SIZE:
@@ -320,7 +415,7 @@ class ChunkedDecoder:
                     _check_trailer(line)
         return pos
 
-    def _line(self, buf, pos):
+    def _line(self, buf, pos, allowed):
         nl = buf.find(b"\n", pos)
         if nl < 0:
             # + 1: the unfinished line may end with the CR of its CRLF.
@@ -334,14 +429,15 @@ class ChunkedDecoder:
         line = buf[pos:nl - 1]
         if len(line) > self.limits.line:
             raise HTTPError(400, "Chunk size or trailer line too long")
-        if line.translate(None, CHUNK_LINE_CHARS):
-            # CR, NUL, other controls, DEL or bytes >= 0x80, as in the head.
+        if line.translate(None, allowed):
+            # CR, NUL, other controls or DEL, as in the head; bytes >= 0x80 but in a trailer.
             raise HTTPError(400, "Control character in chunked framing")
         return line, nl + 1
 
     def _size_line(self, line):
-        digits, _, _extension = line.partition(b";")
-        digits = digits.rstrip(b" \t")
+        digits, semicolon, _extension = line.partition(b";")
+        if semicolon:
+            digits = digits.rstrip(b" \t")  # RFC 9112 section 7.1.1: BWS only before an extension
         if not digits or len(digits) > 16 or digits.strip(HEX_DIGITS):
             raise HTTPError(400, "Invalid chunk size")
         size = int(digits, 16)

@@ -79,15 +79,24 @@ def environ_for(method, query, args, headers, body, ctx):
         "wsgi.run_once": False,
     }
     if "content-type" in headers:
-        environ["CONTENT_TYPE"] = headers["content-type"]
+        environ["CONTENT_TYPE"] = _latin1(headers["content-type"])
     if body is not None:
         length = body.length if type(body) is BodyReader else len(body)
         if length is not None:  # a chunked body has none
             environ["CONTENT_LENGTH"] = str(length)
     for name, value in headers.items():
-        if name not in _SKIP:
-            environ["HTTP_" + name.upper().replace("-", "_")] = value
+        # A name with "_" would share its key with the one spelled with "-" (and could
+        # overwrite a proxy's X-Forwarded-For): dropped, as gunicorn and nginx do.
+        # Without "_" in names, "-" -> "_" maps distinct names to distinct keys.
+        if name not in _SKIP and "_" not in name:
+            environ["HTTP_" + name.upper().replace("-", "_")] = value if value.isascii() else _latin1(value)
     return environ
+
+
+def _latin1(value):
+    """PEP 3333's native string for a header value: its bytes as latin-1 (the parser
+    decoded them as UTF-8 with surrogateescape)."""
+    return value.encode("utf-8", "surrogateescape").decode("latin-1")
 
 
 def to_handle(app):

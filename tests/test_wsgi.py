@@ -52,6 +52,40 @@ def test_path_info_is_latin1_of_utf8_bytes(live_server):
     assert env["PATH_INFO"].encode("latin-1").decode("utf-8") == "/café"
 
 
+def test_header_values_are_latin1_strings_of_the_bytes(live_server):
+    """PEP 3333: header values in the environ are native strings holding the bytes as
+    latin-1, whatever they are (UTF-8 obs-text, or not UTF-8 at all)."""
+    live = live_server(to_handle(validator(environ_app)))
+    sock = live.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\nCookie: greeting=caf\xc3\xa9\r\nX-Latin1: caf\xe9 \xff\r\n"
+                 b"Content-Type: text/plain; name=\xe2\x9c\x93\r\nConnection: close\r\n\r\n")
+    status, _, body = read_response(sock)
+    env = json.loads(body)
+    assert status == 200
+    assert env["HTTP_COOKIE"].encode("latin-1") == b"greeting=caf\xc3\xa9"
+    assert env["HTTP_X_LATIN1"].encode("latin-1") == b"caf\xe9 \xff"
+    assert env["CONTENT_TYPE"].encode("latin-1") == b"text/plain; name=\xe2\x9c\x93"
+
+
+@pytest.mark.parametrize("order", ["dash-first", "underscore-first"])
+def test_header_names_with_underscore_never_reach_the_environ(live_server, order):
+    """``X_Forwarded_For`` and ``X-Forwarded-For`` would both be HTTP_X_FORWARDED_FOR:
+    a client could overwrite what a proxy set. Names with "_" are dropped (as gunicorn
+    and nginx do), so no two names share a key."""
+    live = live_server(to_handle(validator(environ_app)))
+    lines = [b"X-Forwarded-For: 10.0.0.1", b"X_Forwarded_For: 6.6.6.6"]
+    if order == "underscore-first":
+        lines.reverse()
+    sock = live.connect()
+    sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n" + b"\r\n".join(lines) +
+                 b"\r\nContent_Type: evil\r\nX_Only: u\r\nConnection: close\r\n\r\n")
+    env = json.loads(read_response(sock)[2])
+    assert env["HTTP_X_FORWARDED_FOR"] == "10.0.0.1"
+    assert "CONTENT_TYPE" not in env and "HTTP_CONTENT_TYPE" not in env
+    assert "HTTP_X_ONLY" not in env
+    assert not any("6.6.6.6" in str(v) for v in env.values())
+
+
 def test_headers_status_and_multiple_cookies(live_server):
     def app(environ, start_response):
         start_response("201 Created", [("Content-Type", "text/plain"), ("Set-Cookie", "a=1"),
@@ -212,6 +246,10 @@ def flask_server(live_server):
                 yield "line %d\n" % i
         return flask.Response(generate(), mimetype="text/plain")
 
+    @app.route("/cookie")
+    def cookie():
+        return flask.jsonify(greeting=flask.request.cookies.get("greeting"))
+
     @app.route("/fail")
     def fail():
         raise ValueError("flask view failed")
@@ -241,3 +279,12 @@ def test_flask_streaming_and_errors(flask_server):
     response = requests.get(flask_server.url + "/fail")
     assert response.status_code == 500  # Flask's own error page
     assert requests.get(flask_server.url + "/items/1").status_code == 200  # still serving
+
+
+def test_flask_reads_a_utf8_cookie(flask_server):
+    """A browser that set document.cookie = "greeting=caf\u00e9" sends the UTF-8 bytes;
+    the request is served (it was a 400), and the bytes reach Flask intact (Werkzeug 3
+    hands out the PEP 3333 latin-1 string, as it does under gunicorn)."""
+    response = requests.get(flask_server.url + "/cookie", headers={"Cookie": "greeting=caf\u00e9".encode()})
+    assert response.status_code == 200
+    assert response.json()["greeting"].encode("latin-1").decode("utf-8") == "caf\u00e9"
