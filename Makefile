@@ -21,13 +21,13 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # make bench: lilush_http against pywsgi, gunicorn -k gevent and uvicorn (wrk on loopback);
-# bench/websocket.py: WebSocket echo against gevent-websocket and the websockets library.
+# bench/websocket_echo.py: WebSocket echo against gevent-websocket and the websockets library.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/idle.py
-	$(BIN)/python bench/websocket.py
+	$(BIN)/python bench/websocket_echo.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

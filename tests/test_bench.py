@@ -32,7 +32,7 @@ def test_idle_connections_script_reports_rss():
 
 
 def test_websocket_echo_script_prints_its_table():
-    out = subprocess.run([sys.executable, "bench/websocket.py", "--duration", "0.3", "--repeat", "1", "--clients", "4",
+    out = subprocess.run([sys.executable, "bench/websocket_echo.py", "--duration", "0.3", "--repeat", "1", "--clients", "4",
                           "--servers", "lilush_http,websockets"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line.split("|") for line in out.stdout.splitlines() if line.startswith("| 64 ")]

@@ -2,7 +2,7 @@
 for 64-byte and 64 KB messages with 50 clients, against lilush_http,
 gevent-websocket on pywsgi and the websockets library's asyncio server.
 
-    python bench/websocket.py [--duration 5] [--clients 50] [--servers lilush_http,...]
+    python bench/websocket_echo.py [--duration 5] [--clients 50] [--servers lilush_http,...]
 
 Each server is one process on CPU 0; the clients (gevent, raw sockets, one
 pre-built masked frame each, no compression offered) run in this process on
@@ -24,7 +24,7 @@ HANDSHAKE = (b"GET /ws HTTP/1.1\r\nHost: bench\r\nUpgrade: websocket\r\nConnecti
              b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
 
 
-# -- the servers (run as ``websocket.py --serve NAME PORT``) --------------------------
+# -- the servers (run as ``websocket_echo.py --serve NAME PORT``) --------------------------
 
 def serve_lilush(port):
     from gevent import monkey
