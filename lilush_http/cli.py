@@ -24,6 +24,14 @@ def parse_args(argv):
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
     parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
     parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
+    parser.add_argument("--unix", metavar="PATH", help="listen on a unix socket instead of ip/port")
+    parser.add_argument("--fd", type=int, metavar="N", help="serve on the listening socket inherited as descriptor N")
+    parser.add_argument("--reuse-port", action="store_true", default=None,
+                        help="SO_REUSEPORT: another instance may bind the same port (hand-overs)")
+    parser.add_argument("--trusted-proxies", metavar="A,B",
+                        help="addresses or CIDRs whose forwarding headers are believed (default 127.0.0.1,::1)")
+    parser.add_argument("--proxy-protocol", action="store_true", default=None,
+                        help="every connection starts with a PROXY protocol v1/v2 header")
     parser.add_argument("--no-monkey-patch", action="store_true",
                         help="do not run gevent.monkey.patch_all() before importing the handler")
     return parser.parse_args(argv)
@@ -55,10 +63,14 @@ def build_config(args):
             return None, "config: cannot read %s: %s" % (args.config, exc)
         if not isinstance(config, dict):
             return None, "config: %s must hold a JSON object" % args.config
-    for key in ("ip", "port", "log_level", "workers"):
+    for key in ("ip", "port", "log_level", "workers", "fd", "reuse_port", "proxy_protocol"):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    if args.unix is not None:
+        config["unix_socket"] = args.unix
+    if args.trusted_proxies is not None:
+        config["trusted_proxies"] = [a.strip() for a in args.trusted_proxies.split(",") if a.strip()]
     if bool(args.tls_cert) != bool(args.tls_key):
         return None, "--tls-cert and --tls-key go together"
     if args.tls_cert:
@@ -74,10 +86,13 @@ def main(argv=None):
         from gevent import monkey
         monkey.patch_all()
     import gevent
-    from . import server
+    from . import listeners, server
     from .static import make_handle
 
     config, err = build_config(args)
+    inherited = listeners.systemd_fds()  # socket activation: LISTEN_FDS/LISTEN_PID name us
+    if err is None and inherited and config.get("fd") is None:
+        config["fd"] = inherited[0]
     if err is None:
         if args.handler and args.wsgi:
             err = "give a handler or --wsgi, not both"

@@ -25,7 +25,7 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
-from . import redis_client, tls
+from . import forwarding, listeners, redis_client, tls
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
@@ -72,6 +72,7 @@ class Server:
         self.redis = None
         self._limits = Limits.from_config(self.cfg)
         self._compression = Policy(self.cfg["compression"])
+        self._trusted = forwarding.TrustedProxies(self.cfg["trusted_proxies"])
         self._certificates = None  # tls.Certificates when ssl is configured
         self._server = None
         self._listener = None
@@ -120,6 +121,7 @@ class Server:
         self.cfg.update(merged)
         self._limits = Limits.from_config(self.cfg)
         self._compression = Policy(self.cfg["compression"])
+        self._trusted = forwarding.TrustedProxies(self.cfg["trusted_proxies"])
         self._deadlines.tick = Deadlines.tick_for(self.cfg)
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
@@ -128,10 +130,12 @@ class Server:
 
     @property
     def address(self):
-        """The bound ``(ip, port)`` while serving (port 0 in the config gives a free one), else None."""
+        """The bound ``(ip, port)`` while serving (port 0 in the config gives a free one),
+        the path of a unix socket, else None."""
         if self._listener is None:
             return None
-        return self._listener.getsockname()[:2]
+        name = self._listener.getsockname()
+        return name[:2] if isinstance(name, tuple) else name
 
     def serve(self):
         """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``.
@@ -141,22 +145,17 @@ class Server:
         ``stop`` (SIGTERM in the CLI) stops them gracefully and returns.
         """
         cfg = self.cfg
-        ip, port = cfg["ip"], cfg["port"]
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        try:
-            listener = StreamServer.get_listener((ip.strip("[]"), port), cfg["backlog"], family)
-        except OSError as exc:
-            return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
-        self._listener = listener
+        listening, err = listeners.listen(cfg)
+        if err:
+            return None, err
+        listener = self._listener = listening.sock
         self._stopping = False
         self._stopped = Event()
         self._loop_thread = thread_id()
         self._stop_async = gevent.get_hub().loop.async_()
         self._stop_async.start(lambda: gevent.spawn(self.stop, self._stop_request[0]))
-        bound = listener.getsockname()
-        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d%s)",
-                    "https" if self._certificates else "http",
-                    bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
+        logger.info("lilush_http serving on %s://%s (connection_limit %d%s)",
+                    "https" if self._certificates else "http", listening.name,
                     cfg["connection_limit"], ", %d workers" % cfg["workers"] if cfg["workers"] > 1 else "")
         try:
             if cfg["workers"] > 1:
@@ -167,7 +166,7 @@ class Server:
             self._stop_async.stop()
             self._stop_async.close()
             self._stop_async = None
-            listener.close()
+            listening.close()
             self._listener = None
         return None, None
 
@@ -252,7 +251,12 @@ class Server:
             pass
         if self._pool.full() and self._room_maker is None:
             self._room_maker = gevent.spawn(self._make_room)
-        client_ip = address[0] if isinstance(address, tuple) else str(address)
+        client_ip = address[0] if isinstance(address, tuple) else forwarding.UNIX_PEER
+        if self.cfg["proxy_protocol"]:
+            client_ip = self._read_proxy_header(sock, client_ip)
+            if client_ip is None:
+                sock.close()
+                return
         certificates = self._certificates
         sni = None
         if certificates is not None:
@@ -289,6 +293,35 @@ class Server:
         finally:
             self._connections.discard(conn)
             conn.close()
+
+    def _read_proxy_header(self, sock, peer):
+        """The client address of the PROXY protocol header (v1 or v2) that must
+        open a connection from a trusted proxy, read under the header deadline
+        and no further than the header; None when it is missing or malformed."""
+        if not self._trusted[peer]:
+            logger.debug("connection from %s: not a trusted proxy, no PROXY header accepted", peer)
+            return None
+        deadline = time.monotonic() + self.cfg["request_header_timeout"]
+        data = b""
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise forwarding.ProxyHeaderError("no complete PROXY header in time")
+                sock.settimeout(remaining)
+                peeked = sock.recv(forwarding.proxy_header_wanted(data) - len(data), socket.MSG_PEEK)
+                if not peeked:
+                    raise forwarding.ProxyHeaderError("closed before the PROXY header ended")
+                header = forwarding.parse_proxy_header(data + peeked)
+                if header is not None:
+                    size = header.size - len(data)
+                    while size > 0:  # take exactly the header; what follows is HTTP or TLS
+                        size -= len(sock.recv(size))
+                    return header.source or peer
+                data += sock.recv(len(peeked))  # all of it is header: consume, then wait for more
+        except (forwarding.ProxyHeaderError, OSError) as exc:
+            logger.debug("connection from %s: %s", peer, exc)
+            return None
 
     def _make_room(self):
         """While every slot is taken: when a new client is waiting to be accepted, close
@@ -342,11 +375,19 @@ class Server:
         headers = request.headers
         forwarded_real_ip = headers.get("x-real-ip")
         headers["x-client-ip"] = client_ip
-        if forwarded_real_ip is None:
-            headers["x-real-ip"] = client_ip
+        real_ip = client_ip
+        scheme = "https" if conn.tls else "http"
+        trusted = self._trusted[client_ip]
+        if trusted:  # a proxy (or a client on a trusted address): believe what it forwards
+            if forwarded_real_ip is not None or "x-forwarded-for" in headers or "forwarded" in headers:
+                real_ip = forwarding.client_address(headers, client_ip, self._trusted)
+            if "x-forwarded-proto" in headers:
+                scheme = forwarding.forwarded_scheme(headers, scheme)
+        headers["x-real-ip"] = real_ip
         method = request.method
-        ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
-               "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version}
+        ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": real_ip,
+               "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version,
+               "scheme": scheme}
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
@@ -393,7 +434,7 @@ class Server:
                 return None, exc.message
             size = len(data)
         if access_logger.isEnabledFor(ACCESS):
-            self._log_access(request, client_ip, status, size, started, forwarded_real_ip)
+            self._log_access(request, real_ip, status, size, started, forwarded_real_ip, trusted)
         return ("keep-alive" if keep_alive else "close"), None
 
     def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
@@ -465,7 +506,7 @@ class Server:
         self._deadlines.start()
         return conn
 
-    def _log_access(self, request, client_ip, status, size, started, forwarded_real_ip):
+    def _log_access(self, request, client_ip, status, size, started, forwarded_real_ip, trusted=False):
         headers = request.headers if request is not None else {}
         entry = {
             "vhost": headers.get("host", "-"),
@@ -476,11 +517,12 @@ class Server:
             "size": size,
             "time": round(time.perf_counter() - started, 6) if started else 0,
         }
-        forwarded_for = headers.get("x-forwarded-for")
-        if forwarded_for is not None:
-            entry["forwarded_for"] = forwarded_for
-        if forwarded_real_ip is not None:
-            entry["forwarded_real_ip"] = forwarded_real_ip
+        if trusted:  # what an untrusted client claims stays out of the log
+            forwarded_for = headers.get("x-forwarded-for")
+            if forwarded_for is not None:
+                entry["forwarded_for"] = forwarded_for
+            if forwarded_real_ip is not None:
+                entry["forwarded_real_ip"] = forwarded_real_ip
         for name in self.cfg["log_headers"]:
             value = headers.get(name)
             if value is not None:

@@ -67,7 +67,7 @@ def environ_for(method, query, args, headers, body, ctx):
         "SERVER_PROTOCOL": ctx.get("version", "HTTP/1.1"),
         "REMOTE_ADDR": ctx["client_ip"],
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "https" if getattr(client, "tls", False) else "http",
+        "wsgi.url_scheme": ctx.get("scheme") or ("https" if getattr(client, "tls", False) else "http"),
         "wsgi.input": io.BytesIO(body or b""),
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
