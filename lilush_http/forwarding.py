@@ -218,9 +218,21 @@ def _forwarded_for(value):
     return hops
 
 
+_addresses = {}  # node text -> _parse_address(node): the same clients and proxies come back
+
+
 def _address(node):
     """The IP address in a forwarding header's node (quotes, brackets and a port
     removed), in canonical form, or None when it is none (``unknown``, ``_hidden``...)."""
+    address = _addresses.get(node, False)
+    if address is False:
+        if len(_addresses) >= TRUST_CACHE_SIZE:
+            _addresses.clear()
+        address = _addresses[node] = _parse_address(node)
+    return address
+
+
+def _parse_address(node):
     node = node.strip().strip('"')
     if node.startswith("["):
         node = node[1:node.find("]")] if "]" in node else ""
