@@ -78,7 +78,7 @@ HAPROXY_CFG = """
         option httpchk
         http-check send meth GET uri /health ver HTTP/1.1 hdr Host localhost
         default-server check inter 250ms fall 1 rise 2 {send_proxy}
-{servers}
+        {servers}
 """
 
 SYSTEMD_SOCKET = """
@@ -102,8 +102,14 @@ SYSTEMD_SERVICE = """
 """
 
 EXAMPLE = {"port": "80", "socket": "/run/app/app.sock", "send_proxy": "send-proxy-v2",
-           "servers": "    server app1 127.0.0.1:8081\n    server app2 127.0.0.1:8082",
+           "servers": "server app1 127.0.0.1:8081\n    server app2 127.0.0.1:8082",
            "cwd": "/srv/app", "python": "/srv/app/.venv/bin/python"}
+
+
+@pytest.mark.parametrize("template", [NGINX_HTTP, HAPROXY_CFG, SYSTEMD_SOCKET, SYSTEMD_SERVICE])
+def test_readme_shows_these_configs(template):
+    block = textwrap.indent(render(template, **EXAMPLE).strip("\n"), "    ")
+    assert block in README.read_text(), block
 
 
 def render(template, **values):
@@ -161,7 +167,7 @@ def wait_listening(port, program=None, timeout=10):
 
 def start_haproxy(programs, tmp_path, servers, send_proxy="send-proxy-v2"):
     port = free_port()
-    lines = "\n".join("    server app%d 127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(servers))
+    lines = "\n    ".join("server app%d 127.0.0.1:%d" % (i + 1, p) for i, p in enumerate(servers))
     cfg = tmp_path / "haproxy.cfg"
     cfg.write_text(render(HAPROXY_CFG, port=port, send_proxy=send_proxy, servers=lines))
     programs.append(Program([need_program("haproxy"), "-db", "-f", str(cfg)], tmp_path, port))
