@@ -216,13 +216,21 @@ def who_entries(live):
 # -- PROXY protocol --------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2"])
+@pytest.mark.parametrize("send_proxy", ["send-proxy", "send-proxy-v2", "send-proxy-v2 ssl verify none"])
 def test_haproxy_proxy_protocol_gives_the_real_client(send_proxy, app_dir, run, programs):
-    live = run(["app:handle", "--port", "0", "--proxy-protocol", "--log-level", "debug"], app_dir)
+    args = ["app:handle", "--port", "0", "--proxy-protocol", "--log-level", "debug"]
+    if "ssl" in send_proxy:  # the header comes before the TLS handshake
+        import trustme
+        pair = trustme.CA().issue_cert("127.0.0.1")
+        pair.cert_chain_pems[0].write_to_path(str(app_dir / "cert.pem"))
+        pair.private_key_pem.write_to_path(str(app_dir / "key.pem"))
+        args += ["--tls-cert", str(app_dir / "cert.pem"), "--tls-key", str(app_dir / "key.pem")]
+    live = run(args, app_dir)
     port = start_haproxy(programs, app_dir, [live.port], send_proxy)
     wait_for(lambda: "/health" in live.stderr)  # HAProxy's checks come with the header too
     seen = get_from("127.0.0.2", port)
     assert seen["client_ip"] == seen["x-real-ip"] == seen["x-client-ip"] == "127.0.0.2"
+    assert seen["scheme"] == ("https" if "ssl" in send_proxy else "http")
     wait_for(lambda: who_entries(live))
     assert who_entries(live)[0]["client_ip"] == "127.0.0.2"
     # Straight to the server, without the header: closed without an answer.
