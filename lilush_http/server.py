@@ -488,6 +488,8 @@ class Server:
         conn.linger = True
         self._send_quietly(conn, data)
         logger.debug("refused request from %s: %d %s", client_ip, status, message)
+        if request is not None and not self._trusted[client_ip]:
+            request.headers["x-real-ip"] = client_ip  # what the client claims stays out of the log
         if access_logger.isEnabledFor(ACCESS):
             self._log_access(request, client_ip, status, len(data), None, None)
         return None, message

@@ -265,9 +265,15 @@ def test_forwarding_headers_from_an_untrusted_peer_are_not_believed(app_dir, run
     seen = get_from("127.0.0.2", live.port, headers=SPOOF)
     assert seen["client_ip"] == seen["x-real-ip"] == seen["x-client-ip"] == "127.0.0.2"
     assert seen["scheme"] == "http"
-    wait_for(lambda: who_entries(live))
-    line = [line for line in live.stderr.splitlines() if ACCESS in line][0]
-    assert '"client_ip":"127.0.0.2"' in line and "6.6.6" not in line
+    refused = socket.socket()  # a request refused after its head is logged too
+    refused.bind(("127.0.0.2", 0))
+    refused.connect(("127.0.0.1", live.port))
+    refused.sendall(b"POST /who HTTP/1.1\r\nHost: app\r\nX-Real-IP: 6.6.6.4\r\n"
+                    b"Transfer-Encoding: chunked\r\n\r\nFFFFFFFF\r\n")
+    assert read_response(refused)[0] == 413
+    wait_for(lambda: len([e for e in live.access_entries() if e["query"] == "/who"]) == 2)
+    lines = [line for line in live.stderr.splitlines() if ACCESS in line]
+    assert all('"client_ip":"127.0.0.2"' in line and "6.6.6" not in line for line in lines), lines
     seen = get_from("127.0.0.1", live.port, headers=SPOOF)  # the same from the trusted proxy
     assert seen["client_ip"] == seen["x-real-ip"] == "6.6.6.1" and seen["x-client-ip"] == "127.0.0.1"
     assert seen["scheme"] == "https"
