@@ -178,7 +178,7 @@ def client_address(headers, peer, trusted):
     same walk over RFC 7239 ``Forwarded: for=``; else ``peer``."""
     real_ip = headers.get("x-real-ip")
     if real_ip is not None:
-        real_ip = _address(real_ip.rpartition(",")[2])
+        real_ip = _address(real_ip.rpartition(",")[2] if "," in real_ip else real_ip)
         if real_ip is not None:
             return real_ip
     forwarded_for = headers.get("x-forwarded-for")
@@ -250,6 +250,8 @@ def _parse_address(node):
 def forwarded_scheme(headers, default):
     """``X-Forwarded-Proto`` of a trusted proxy when it is http or https, else ``default``."""
     proto = headers.get("x-forwarded-proto")
+    if proto == "https" or proto == "http":
+        return proto
     if proto is not None:
         proto = proto.rpartition(",")[2].strip().lower()
         if proto in ("http", "https"):
