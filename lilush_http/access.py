@@ -84,14 +84,16 @@ class AccessLog:
                 return None, "access_log: %s" % err
         return cls(cfg["access_log_format"], cfg["log_headers"], file), None
 
-    def log(self, request, client_ip, status, size, started, forwarded_real_ip, raw_head=None):
+    def log(self, request, client_ip, status, size, started, forwarded_real_ip, raw_head=None, trusted=False):
         """Write the entry of one request (``request`` is None when its head could not
-        be parsed: ``raw_head`` holds what arrived)."""
+        be parsed: ``raw_head`` holds what arrived). What the client forwarded
+        (X-Forwarded-For, X-Real-IP) is logged only from a ``trusted`` proxy."""
         now = time.time()
         duration = round(time.perf_counter() - started, 6) if started else 0.0
         headers = request.headers if request is not None else {}
         if self.json:
-            line = self._json(now, duration, request, headers, client_ip, status, size, forwarded_real_ip, raw_head)
+            line = self._json(now, duration, request, headers, client_ip, status, size,
+                              forwarded_real_ip if trusted else None, raw_head, trusted)
         else:
             line = self._combined(now, request, headers, client_ip, status, size, raw_head)
         if self.file is not None:
@@ -99,7 +101,7 @@ class AccessLog:
         else:
             access_logger.log(ACCESS, "%s", line)
 
-    def _json(self, now, duration, request, headers, client_ip, status, size, forwarded_real_ip, raw_head):
+    def _json(self, now, duration, request, headers, client_ip, status, size, forwarded_real_ip, raw_head, trusted):
         entry = {"time": self.clock.iso8601(now), "duration": duration, "vhost": headers.get("host", "-"),
                  "client_ip": client_ip}
         if request is not None:
@@ -109,7 +111,7 @@ class AccessLog:
             entry["request"] = request_line(raw_head or b"")
         entry["status"] = status
         entry["size"] = size
-        forwarded_for = headers.get("x-forwarded-for")
+        forwarded_for = headers.get("x-forwarded-for") if trusted else None
         if forwarded_for is not None:
             entry["forwarded_for"] = forwarded_for
         if forwarded_real_ip is not None:

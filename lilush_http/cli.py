@@ -17,7 +17,8 @@ from . import __version__
 from . import config as configuration
 
 # Config keys with a hand-written flag (the other scalar keys get a generated one).
-OWN_FLAGS = ("ip", "port", "log_level", "workers", "access_log", "error_log")
+OWN_FLAGS = ("ip", "port", "log_level", "workers", "access_log", "error_log",
+             "unix_socket", "fd", "reuse_port", "trusted_proxies", "proxy_protocol")
 
 
 def _scalar(text):
@@ -60,6 +61,14 @@ def parse_args(argv):
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
     parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
     parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
+    parser.add_argument("--unix", metavar="PATH", help="listen on a unix socket instead of ip/port")
+    parser.add_argument("--fd", type=int, metavar="N", help="serve on the listening socket inherited as descriptor N")
+    parser.add_argument("--reuse-port", action="store_true", default=None,
+                        help="SO_REUSEPORT: another instance may bind the same port (hand-overs)")
+    parser.add_argument("--trusted-proxies", metavar="A,B",
+                        help="addresses or CIDRs whose forwarding headers are believed (default 127.0.0.1,::1)")
+    parser.add_argument("--proxy-protocol", action="store_true", default=None,
+                        help="every connection starts with a PROXY protocol v1/v2 header")
     parser.add_argument("--no-monkey-patch", action="store_true",
                         help="do not run gevent.monkey.patch_all() before importing the handler")
     parser.add_argument("--access-log", metavar="PATH|-", help="access log file, - for stderr (default -)")
@@ -141,6 +150,10 @@ def build_config(args):
         value = getattr(args, key, None)
         if value is not None:
             config[key] = value
+    if args.unix is not None:
+        config["unix_socket"] = args.unix
+    if args.trusted_proxies is not None:
+        config["trusted_proxies"] = [a.strip() for a in args.trusted_proxies.split(",") if a.strip()]
     if bool(args.tls_cert) != bool(args.tls_key):
         return None, "--tls-cert and --tls-key go together"
     if args.tls_cert:
@@ -211,10 +224,13 @@ def main(argv=None):
         # Before the handler's module (and its requests, redis, ...) is imported.
         from gevent import monkey
         monkey.patch_all()
-    from . import server
+    from . import listeners, server
     from .log import ensure_output
 
     ensure_output(logging.getLogger("lilush_http"))
+    inherited = listeners.systemd_fds()  # socket activation: LISTEN_FDS/LISTEN_PID name us
+    if inherited and args.fd is None:
+        args.fd = inherited[0]  # kept in args, so that a reload serves the same socket
     app = App(args)
     err = app.check()
     config = None

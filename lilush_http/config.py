@@ -10,12 +10,19 @@ import ipaddress
 import os
 
 from . import redis_client
+from .forwarding import check_trusted_proxies
 from .log import LEVELS
 
 DEFAULTS = {
     "ip": "127.0.0.1",
     "port": 8080,
     "backlog": 256,
+    "unix_socket": None,
+    "unix_socket_mode": None,
+    "fd": None,
+    "reuse_port": False,
+    "trusted_proxies": ["127.0.0.1", "::1"],
+    "proxy_protocol": False,
     "workers": 1,
     "connection_limit": 64,
     "requests_per_connection": 512,
@@ -115,6 +122,9 @@ def validate(cfg):
             return "%s: expected a file path or \"-\" (stderr), got %r" % (key, cfg[key])
     if cfg["access_log_format"] not in ("json", "combined"):
         return "access_log_format: expected json or combined, got %r" % (cfg["access_log_format"],)
+    err = _validate_listener(cfg) or check_trusted_proxies(cfg["trusted_proxies"])
+    if err:
+        return err
     return (_validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
             or redis_client.validate(cfg["redis"]) or _validate_websocket(cfg["websocket"]))
 
@@ -140,6 +150,24 @@ def flat(table=DEFAULTS, prefix=""):
             yield from flat(value, prefix + key + ".")
         else:
             yield prefix + key, value
+
+
+def _validate_listener(cfg):
+    """unix_socket, unix_socket_mode, fd, reuse_port and proxy_protocol."""
+    path = cfg["unix_socket"]
+    if path is not None and (not isinstance(path, str) or not path):
+        return "unix_socket: expected a file path, got %r" % (path,)
+    mode = cfg["unix_socket_mode"]
+    if mode is not None:
+        if not isinstance(mode, str) or not mode or any(c not in "01234567" for c in mode) or len(mode) > 4:
+            return "unix_socket_mode: expected an octal mode string like \"0660\", got %r" % (mode,)
+    fd = cfg["fd"]
+    if fd is not None and (not _is_int(fd) or fd < 0):
+        return "fd: expected a descriptor number >= 0, got %r" % (fd,)
+    for key in ("reuse_port", "proxy_protocol"):
+        if type(cfg[key]) is not bool:
+            return "%s: expected true or false, got %r" % (key, cfg[key])
+    return None
 
 
 def _validate_compression(comp):

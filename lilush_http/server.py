@@ -24,7 +24,7 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
-from . import redis_client, tls, websocket
+from . import forwarding, listeners, redis_client, tls, websocket
 from .access import AccessLog, access_logger
 from .body import BodyReader, BodyReadError
 from .compression import Policy, StreamEncoder
@@ -75,9 +75,11 @@ class Server:
         self.redis = None
         self._limits = Limits.from_config(self.cfg)
         self._compression = Policy(self.cfg["compression"])
+        self._trusted = forwarding.TrustedProxies(self.cfg["trusted_proxies"])
         self._certificates = None  # tls.Certificates when ssl is configured
         self._server = None
         self._listener = None
+        self._listening = None  # the listeners.Listener while serving (its name for the start line)
         self._pool = None
         self._connections = set()
         self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
@@ -132,6 +134,7 @@ class Server:
         self.cfg.update(merged)
         self._limits = Limits.from_config(self.cfg)
         self._compression = Policy(self.cfg["compression"])
+        self._trusted = forwarding.TrustedProxies(self.cfg["trusted_proxies"])
         self._deadlines.tick = Deadlines.tick_for(self.cfg)
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
@@ -140,10 +143,12 @@ class Server:
 
     @property
     def address(self):
-        """The bound ``(ip, port)`` while serving (port 0 in the config gives a free one), else None."""
+        """The bound ``(ip, port)`` while serving (port 0 in the config gives a free one),
+        the path of a unix socket, else None."""
         if self._listener is None:
             return None
-        return self._listener.getsockname()[:2]
+        name = self._listener.getsockname()
+        return name[:2] if isinstance(name, tuple) else name
 
     def serve(self, app=None):
         """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``.
@@ -153,13 +158,11 @@ class Server:
         that forks the workers sharing the socket; otherwise it serves itself.
         """
         cfg = self.cfg
-        ip, port = cfg["ip"], cfg["port"]
-        family = socket.AF_INET6 if ":" in ip else socket.AF_INET
-        try:
-            listener = StreamServer.get_listener((ip.strip("[]"), port), cfg["backlog"], family)
-        except OSError as exc:
-            return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
-        err = None
+        listening, err = listeners.listen(cfg)
+        if err:
+            return None, err
+        listener = listening.sock
+        self._listening = listening
         self._begin(listener)
         try:
             if app is not None or cfg["workers"] > 1:
@@ -171,7 +174,8 @@ class Server:
         finally:
             self._supervisor = None
             self._end()
-            listener.close()
+            listening.close()
+            self._listening = None
         return None, err
 
     def serve_worker(self, listener, ready):
@@ -186,10 +190,8 @@ class Server:
 
     def log_serving(self, workers=None):
         """The start line (the CLI's tests and users wait for it)."""
-        bound = self._listener.getsockname()
-        logger.info("lilush_http serving on %s://%s:%d (connection_limit %d%s)",
-                    "https" if self._certificates else "http",
-                    bound[0] if ":" not in bound[0] else "[%s]" % bound[0], bound[1],
+        logger.info("lilush_http serving on %s://%s (connection_limit %d%s)",
+                    "https" if self._certificates else "http", self._listening.name,
                     self.cfg["connection_limit"], ", %d workers" % workers if workers and workers > 1 else "")
 
     def _begin(self, listener):
@@ -280,7 +282,12 @@ class Server:
             pass
         if self._pool.full() and self._room_maker is None:
             self._room_maker = gevent.spawn(self._make_room)
-        client_ip = address[0] if isinstance(address, tuple) else str(address)
+        client_ip = address[0] if isinstance(address, tuple) else forwarding.UNIX_PEER
+        if self.cfg["proxy_protocol"]:
+            client_ip = self._read_proxy_header(sock, client_ip)
+            if client_ip is None:
+                sock.close()
+                return
         certificates = self._certificates
         sni = None
         if certificates is not None:
@@ -318,6 +325,35 @@ class Server:
         finally:
             self._connections.discard(conn)
             conn.close()
+
+    def _read_proxy_header(self, sock, peer):
+        """The client address of the PROXY protocol header (v1 or v2) that must
+        open a connection from a trusted proxy, read under the header deadline
+        and no further than the header; None when it is missing or malformed."""
+        if not self._trusted[peer]:
+            logger.debug("connection from %s: not a trusted proxy, no PROXY header accepted", peer)
+            return None
+        deadline = time.monotonic() + self.cfg["request_header_timeout"]
+        data = b""
+        try:
+            while True:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise forwarding.ProxyHeaderError("no complete PROXY header in time")
+                sock.settimeout(remaining)
+                peeked = sock.recv(forwarding.proxy_header_wanted(data) - len(data), socket.MSG_PEEK)
+                if not peeked:
+                    raise forwarding.ProxyHeaderError("closed before the PROXY header ended")
+                header = forwarding.parse_proxy_header(data + peeked)
+                if header is not None:
+                    size = header.size - len(data)
+                    while size > 0:  # take exactly the header; what follows is HTTP or TLS
+                        size -= len(sock.recv(size))
+                    return header.source or peer
+                data += sock.recv(len(peeked))  # all of it is header: consume, then wait for more
+        except (forwarding.ProxyHeaderError, OSError) as exc:
+            logger.debug("connection from %s: %s", peer, exc)
+            return None
 
     def _make_room(self):
         """While every slot is taken: when a new client is waiting to be accepted, close
@@ -372,17 +408,25 @@ class Server:
         headers = request.headers
         forwarded_real_ip = headers.get("x-real-ip")
         headers["x-client-ip"] = client_ip
-        if forwarded_real_ip is None:
-            headers["x-real-ip"] = client_ip
+        real_ip = client_ip
+        scheme = "https" if conn.tls else "http"
+        trusted = self._trusted[client_ip]
+        if trusted:  # a proxy (or a client on a trusted address): believe what it forwards
+            if forwarded_real_ip is not None or "x-forwarded-for" in headers or "forwarded" in headers:
+                real_ip = forwarding.client_address(headers, client_ip, self._trusted)
+            if "x-forwarded-proto" in headers:
+                scheme = forwarding.forwarded_scheme(headers, scheme)
+        headers["x-real-ip"] = real_ip
         method = request.method
-        ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
-               "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version}
+        ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": real_ip,
+               "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version,
+               "scheme": scheme}
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
         size = None  # bytes sent, once a response has gone out
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
             if conn.upgraded is not None:
-                return self._end_session(conn, request, client_ip, started, forwarded_real_ip, False)
+                return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, False)
             keep_alive = keep_alive and not self._stopping
             if type(result) is tuple and len(result) == 3:
                 content, status, response_headers = result
@@ -412,7 +456,7 @@ class Server:
                                                        response_headers, keep_alive)
         except ConnectionEnded as exc:
             if conn.upgraded is not None:
-                return self._end_session(conn, request, client_ip, started, forwarded_real_ip, True)
+                return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, True)
             return None, exc.message
         except StreamFailed as exc:
             logger.error("%s %s: %s", method, request.query, exc.message)
@@ -427,7 +471,7 @@ class Server:
         except HANDLER_FAULTS:
             logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
             if conn.upgraded is not None:
-                return self._end_session(conn, request, client_ip, started, forwarded_real_ip, True)
+                return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, True)
             status, data, keep_alive = self._server_error(keep_alive, request)
 
         if type(body) is BodyReader and body.error is not None and size is None:
@@ -445,7 +489,7 @@ class Server:
             keep_alive = keep_alive and body.drain()
             conn.linger = not keep_alive  # closing: drain (bounded) so the response is not reset away
         if access_logger.isEnabledFor(ACCESS):
-            self._access.log(request, client_ip, status, size, started, forwarded_real_ip)
+            self._access.log(request, real_ip, status, size, started, forwarded_real_ip, trusted=trusted)
         return ("keep-alive" if keep_alive else "close"), None
 
     def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
@@ -486,13 +530,13 @@ class Server:
                 except Exception:
                     logger.error("closing the response body failed:\n%s", traceback.format_exc())
 
-    def _end_session(self, conn, request, client_ip, started, forwarded_real_ip, failed):
+    def _end_session(self, conn, request, client_ip, started, forwarded_real_ip, trusted, failed):
         """The handler of an upgraded connection returned (or raised: ``failed``): close
         the session, log it (status 101, bytes sent, the session's duration), end the connection."""
         session = conn.upgraded
         session.end(failed)
         if access_logger.isEnabledFor(ACCESS):
-            self._access.log(request, client_ip, 101, session.bytes_sent, started, forwarded_real_ip)
+            self._access.log(request, client_ip, 101, session.bytes_sent, started, forwarded_real_ip, trusted=trusted)
         return None, "upgraded"
 
     def _server_error(self, keep_alive, request):
@@ -508,6 +552,8 @@ class Server:
         conn.linger = True
         self._send_quietly(conn, data)
         logger.debug("refused request from %s: %d %s", client_ip, status, message)
+        if request is not None and not self._trusted[client_ip]:
+            request.headers["x-real-ip"] = client_ip  # what the client claims stays out of the log
         if access_logger.isEnabledFor(ACCESS):
             self._access.log(request, client_ip, status, len(data), None, None, conn.refused_head)
         return None, message

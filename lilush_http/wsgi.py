@@ -70,7 +70,7 @@ def environ_for(method, query, args, headers, body, ctx):
         "SERVER_PROTOCOL": ctx.get("version", "HTTP/1.1"),
         "REMOTE_ADDR": ctx["client_ip"],
         "wsgi.version": (1, 0),
-        "wsgi.url_scheme": "https" if getattr(client, "tls", False) else "http",
+        "wsgi.url_scheme": ctx.get("scheme") or ("https" if getattr(client, "tls", False) else "http"),
         "wsgi.input": body if type(body) is BodyReader else io.BytesIO(body or b""),
         "wsgi.input_terminated": True,  # reading to b"" is safe: the input ends where the body does
         "wsgi.errors": sys.stderr,

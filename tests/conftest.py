@@ -166,12 +166,14 @@ def free_port():
 
 
 class Proc:
-    """A running ``python -m lilush_http``; stderr is collected by a thread."""
+    """A running ``python -m lilush_http`` (after ``prefix``, a launcher such as
+    systemd-socket-activate); stderr is collected by a thread."""
 
-    def __init__(self, args, cwd, wait_start=True, port=None):
-        self.proc = subprocess.Popen([sys.executable, "-m", "lilush_http"] + list(args), cwd=str(cwd),
-                                     stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     env=dict(os.environ, PYTHONUNBUFFERED="1"))
+    def __init__(self, args, cwd, wait_start=True, port=None, prefix=(), pass_fds=()):
+        self.proc = subprocess.Popen(list(prefix) + [sys.executable, "-m", "lilush_http"] + list(args),
+                                     cwd=str(cwd), stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, env=dict(os.environ, PYTHONUNBUFFERED="1"),
+                                     pass_fds=pass_fds)
         self.lines = []
         self.lock = threading.Lock()
         self.reader = threading.Thread(target=self._read, daemon=True)

@@ -438,7 +438,8 @@ def test_access_log_entry(live_server, caplog):
     entry = json.loads(records[0].getMessage())
     assert entry["method"] == "GET" and entry["target"] == "/page?q=1" and entry["status"] == 200
     assert entry["vhost"] == "%s:%d" % (live.host, live.port)
-    assert entry["client_ip"] == "127.0.0.1" and entry["size"] > 9 and entry["duration"] >= 0
+    # 127.0.0.1 is a trusted proxy by default: its X-Real-IP gives the client address
+    assert entry["client_ip"] == "1.2.3.4" and entry["size"] > 9 and entry["duration"] >= 0
     assert entry["forwarded_for"] == "1.2.3.4" and entry["forwarded_real_ip"] == "1.2.3.4"
     assert entry["user-agent"] == "ua/1" and entry["referer"] == "http://r/"
 

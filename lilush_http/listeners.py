@@ -1,0 +1,156 @@
+"""The listening socket ``serve()`` accepts on: a TCP port (SO_REUSEPORT on
+request), a unix socket file, or a descriptor inherited from the process that
+started us (systemd socket activation, ``--fd``).
+
+``listen(cfg)`` gives ``(Listener, None)`` or ``(None, err)``; workers forked
+afterwards share the socket. ``Listener.close()`` removes a unix socket file
+it created.
+"""
+
+import os
+import socket
+import stat
+
+import _socket
+from gevent import socket as gsocket
+
+SD_LISTEN_FDS_START = 3  # systemd passes the sockets from descriptor 3 on
+
+
+class Listener:
+    """A bound, listening gevent socket and what it listens on."""
+
+    def __init__(self, sock, name, unix_path=None):
+        sock.setblocking(False)  # as gevent's StreamServer expects of a listener
+        self.sock = sock
+        self.name = name  # for the start line: "127.0.0.1:8080", "unix:/run/app.sock", ...
+        self._unix_path = unix_path  # a file this process created, removed on close
+        self._unix_inode = _inode(unix_path) if unix_path else None
+
+    def close(self):
+        self.sock.close()
+        if self._unix_path and _inode(self._unix_path) == self._unix_inode:
+            try:  # only our own file: another instance may have replaced it since
+                os.unlink(self._unix_path)
+            except OSError:
+                pass
+
+
+def listen(cfg):
+    """Bind and listen as ``cfg`` says: ``fd``, else ``unix_socket``, else ``ip``/``port``."""
+    if cfg.get("fd") is not None:
+        return inherit(cfg["fd"], cfg["backlog"])
+    if cfg.get("unix_socket"):
+        return bind_unix(cfg["unix_socket"], cfg.get("unix_socket_mode"), cfg["backlog"])
+    return bind_tcp(cfg["ip"], cfg["port"], cfg["backlog"], cfg.get("reuse_port", False))
+
+
+def bind_tcp(ip, port, backlog, reuse_port=False):
+    """A TCP listener with SO_REUSEADDR, and SO_REUSEPORT when asked (two
+    processes then share the port, the kernel spreading connections)."""
+    host = ip.strip("[]")
+    sock = gsocket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        if reuse_port:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind((host, port))
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
+    bound = sock.getsockname()
+    return Listener(sock, "%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1])), None
+
+
+def bind_unix(path, mode=None, backlog=256):
+    """A unix socket listener at ``path``. A stale socket file (nothing answers)
+    is replaced; a live one is an error; ``mode`` (e.g. "0660") is set before
+    anyone can connect."""
+    err = _remove_stale(path)
+    if err:
+        return None, err
+    sock = gsocket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        if mode is not None:
+            os.chmod(path, int(mode, 8))  # before listen(): nobody can connect yet
+        sock.listen(backlog)
+    except OSError as exc:
+        sock.close()
+        return None, "failed to bind unix:%s: %s" % (path, exc.strerror or exc)
+    return Listener(sock, "unix:%s" % path, path), None
+
+
+def _remove_stale(path):
+    try:
+        info = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        return "failed to bind unix:%s: %s" % (path, exc.strerror or exc)
+    if not stat.S_ISSOCK(info.st_mode):
+        return "failed to bind unix:%s: a file that is not a socket is in the way" % path
+    probe = _socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    probe.settimeout(1.0)
+    try:
+        probe.connect(path)
+    except (ConnectionRefusedError, FileNotFoundError):
+        try:
+            os.unlink(path)  # stale: left by a process that died
+        except FileNotFoundError:
+            pass
+        return None
+    except OSError as exc:  # a full backlog (timeout), no permission...
+        return "failed to bind unix:%s: %s" % (path, exc.strerror or exc)
+    finally:
+        probe.close()
+    return "failed to bind unix:%s: another server is listening on it" % path
+
+
+def inherit(fd, backlog=256):
+    """A listener on the already-bound stream socket ``fd`` (listen() is called
+    again, which is harmless on a listening socket)."""
+    try:
+        sock = gsocket.socket(fileno=fd)
+    except OSError as exc:
+        return None, "fd %d: not a socket we can use: %s" % (fd, exc.strerror or exc)
+    if sock.type != socket.SOCK_STREAM:
+        sock.detach()
+        return None, "fd %d: not a stream socket" % fd
+    try:
+        sock.listen(backlog)
+        bound = sock.getsockname()
+    except OSError as exc:
+        sock.detach()
+        return None, "fd %d: cannot listen: %s" % (fd, exc.strerror or exc)
+    if sock.family == socket.AF_UNIX:
+        name = "unix:%s" % (bound.decode() if isinstance(bound, bytes) else bound)
+    else:
+        name = "%s:%d" % ("[%s]" % bound[0] if ":" in bound[0] else bound[0], bound[1])
+    return Listener(sock, name + " (fd %d)" % fd), None
+
+
+def systemd_fds(environ=None):
+    """The descriptors systemd passed this process (``LISTEN_FDS`` with
+    ``LISTEN_PID`` naming it), or []. The variables are removed, so that
+    programs the handler starts do not take the sockets for theirs."""
+    environ = os.environ if environ is None else environ
+    try:
+        pid = int(environ.get("LISTEN_PID", ""))
+        count = int(environ.get("LISTEN_FDS", ""))
+    except ValueError:
+        return []
+    if pid != os.getpid() or count < 1:
+        return []
+    for name in ("LISTEN_PID", "LISTEN_FDS", "LISTEN_FDNAMES"):
+        environ.pop(name, None)
+    return list(range(SD_LISTEN_FDS_START, SD_LISTEN_FDS_START + count))
+
+
+def _inode(path):
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None
+    return info.st_dev, info.st_ino
