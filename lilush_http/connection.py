@@ -55,7 +55,8 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
-                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired")
+                 "buf", "phase", "idle_since", "requests", "release", "client_ip", "linger", "closed",
+                 "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -76,16 +77,28 @@ class Connection:
         self.tls_pending = getattr(under, "pending", None) if tls else None
         self.tls = tls
         self.buf = b""
-        self.idle = False  # blocked waiting for the first byte of a request
-        self.idle_since = 0.0
+        # What the connection waits for: "idle" (the first byte of a request), "head",
+        # "body", "handler" (the server's turn) or "sending" (the client to take the response).
+        self.phase = "idle"
+        self.idle_since = monotonic()
+        self.requests = 0  # request heads read so far
+        self.release = False  # the next response says Connection: close (admission.py)
+        self.client_ip = None
         self.linger = False  # drain unread input before closing (after an error response)
         self.closed = False
         self.sni = sni
 
     # -- reading a request -------------------------------------------------
 
+    @property
+    def idle(self):
+        """Waiting for the first byte of a request."""
+        return self.phase == "idle"
+
     def read_head(self, idle_timeout, header_timeout, limits):
         """Read and parse the next request head; raises ConnectionEnded or HTTPError."""
+        self.phase = "head"
+        self.requests += 1
         buf = self.buf
         if buf and buf[0] in CRLF:
             buf = skip_blank_lines(buf)
@@ -95,12 +108,13 @@ class Connection:
         if end < 0:
             buf, end = self._read_rest_of_head(buf, header_timeout, limits)
         self.buf = buf[end:]
+        self.phase = "handler"  # read_body sets "body" while it has to wait for one
         return parse_head(buf[:end], limits)
 
     def _wait_for_request(self, timeout, pending=b""):
         """The first bytes of the next request (``pending``: a CR already read that
         may start a CRLF blank line)."""
-        self.idle = True
+        self.phase = "idle"
         self.idle_since = now = monotonic()
         deadline = now + timeout
         # Wait until readable, then read once: the client has rarely sent its next
@@ -118,7 +132,7 @@ class Connection:
                     return data
                 pending = data
         finally:
-            self.idle = False
+            self.phase = "head"
 
     def _read_rest_of_head(self, buf, timeout, limits):
         deadline = monotonic() + timeout
@@ -154,11 +168,13 @@ class Connection:
         parts = [buf]
         got = len(buf)
         self.buf = b""
+        self.phase = "body"
         while got < size:
             # Never more than the body: what follows belongs to the next request.
             data = self._recv(deadline, "request body timeout", True, min(size - got, BODY_READ))
             parts.append(data)
             got += len(data)
+        self.phase = "handler"
         return b"".join(parts)
 
     def _read_chunked(self, expect_continue, timeout, limits):
@@ -169,9 +185,11 @@ class Connection:
             if expect_continue:
                 self.sendall(CONTINUE, timeout)
             deadline = monotonic() + timeout
+            self.phase = "body"
             while not decoder.done:
                 buf = buf[pos:] + self._recv(deadline, "request body timeout", True)
                 pos = decoder.feed(buf)
+            self.phase = "handler"
         self.buf = buf[pos:]
         return decoder.body
 
@@ -261,14 +279,19 @@ class Connection:
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]
-        if timeout is None:
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                raise ConnectionEnded("closed") from None
-        else:
-            self._blocking(self.sock.sendall, data, monotonic() + timeout, "response send timeout", False,
-                           socket.SHUT_RDWR)
+        phase = self.phase
+        self.phase = "sending"
+        try:
+            if timeout is None:
+                try:
+                    self.sock.sendall(data)
+                except OSError:
+                    raise ConnectionEnded("closed") from None
+            else:
+                self._blocking(self.sock.sendall, data, monotonic() + timeout, "response send timeout", False,
+                               socket.SHUT_RDWR)
+        finally:
+            self.phase = phase
 
     def send_stream(self, head, chunks, chunked, length, encoder, timeout):
         """Send ``head``, then each piece of the iterator ``chunks`` as soon as it is
@@ -337,12 +360,15 @@ class Connection:
                     done = os.sendfile(out_fd, in_fd, offset, min(remaining, 1 << 24))
                 except BlockingIOError:
                     left = deadline - monotonic()
-                    if left <= 0:
+                    if left <= 0 or self.expired:
                         raise ConnectionEnded("response send timeout") from None
+                    self.phase = "sending"
                     try:
                         wait_write(out_fd, timeout=left)
                     except socket.timeout:
                         raise ConnectionEnded("response send timeout") from None
+                    finally:
+                        self.phase = "handler"
                     continue
                 except OSError:
                     raise ConnectionEnded("closed") from None
@@ -385,6 +411,13 @@ class Connection:
     def evict(self):
         """Wake an idle reader with end-of-file so its connection ends and frees its slot."""
         shutdown(self.sock, socket.SHUT_RD)
+
+    def cut(self):
+        """End a slow client's current phase now, as if its deadline had passed: a
+        request read in part still gets its 408, a response being sent is abandoned."""
+        self.expired = True
+        self.deadline = 0.0
+        shutdown(self.sock, socket.SHUT_RDWR if self.phase == "sending" else socket.SHUT_RD)
 
     def close(self):
         """Close the socket; after an error response, first drain what the client still

@@ -26,6 +26,7 @@ from gevent.socket import wait_read
 
 from . import config as configuration
 from . import redis_client, tls
+from .admission import Admission
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
@@ -78,8 +79,7 @@ class Server:
         self._pool = None
         self._connections = set()
         self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
-        self._room_maker = None
-        self._waiting = False  # a client waits in the backlog while every slot is taken
+        self._admission = Admission(self._connections, self.cfg)
         self._stopping = False
         self._stopped = None
         self._loop_thread = None
@@ -227,8 +227,7 @@ class Server:
             self._stopped.set()
             return
         server.close()
-        if self._room_maker is not None:
-            self._room_maker.kill(block=False)
+        self._admission.stop()
         for conn in list(self._connections):
             if conn.idle:
                 conn.evict()
@@ -250,8 +249,7 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        if self._pool.full() and self._room_maker is None:
-            self._room_maker = gevent.spawn(self._make_room)
+        self._admission.start(self._pool, self._listener)
         client_ip = address[0] if isinstance(address, tuple) else str(address)
         certificates = self._certificates
         sni = None
@@ -267,6 +265,7 @@ class Server:
             finally:
                 self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
+        conn.client_ip = client_ip
         self._connections.add(conn)
         self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
@@ -279,39 +278,13 @@ class Server:
                     if err and err != "closed":
                         logger.debug("connection from %s ended: %s", client_ip, err)
                     break
-                if self._stopping or (self._waiting and not conn.buf):
-                    # Make room for a client waiting in the backlog (or shut down):
-                    # this connection would only sit idle now.
-                    self._waiting = False
+                if self._stopping:
                     break
         except Exception:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
             conn.close()
-
-    def _make_room(self):
-        """While every slot is taken: when a new client is waiting to be accepted, close
-        the connection that has been idle longest (as nginx does), or, when all
-        are busy, have the next one to finish a request close instead of idling."""
-        try:
-            listener = self._server.socket.fileno()
-            while not self._stopping and self._pool.full():
-                self._waiting = False
-                wait_read(listener)
-                if not self._pool.full():
-                    break
-                idle = [c for c in self._connections if c.idle]
-                if idle:
-                    min(idle, key=lambda c: c.idle_since).evict()
-                else:
-                    self._waiting = True
-                gevent.sleep(0.05)
-        except Exception:  # the listener closed under us: stop() is running
-            pass
-        finally:
-            self._waiting = False
-            self._room_maker = None
 
     # -- one request ---------------------------------------------------------------
 
@@ -350,7 +323,7 @@ class Server:
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
-            keep_alive = keep_alive and not self._stopping
+            keep_alive = keep_alive and not (self._stopping or conn.release)
             if type(result) is tuple and len(result) == 3:
                 content, status, response_headers = result
             elif type(result) is tuple and 1 <= len(result) <= 2:
