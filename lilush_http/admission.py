@@ -35,7 +35,7 @@ from .connection import monotonic
 logger = logging.getLogger("lilush_http")
 
 TCP_INFO_SIZE = 136
-TCP_INFO = struct.Struct("24xI96xQQ")  # tcpi_unacked (a listener: its accept queue), bytes acked, received
+TCP_INFO = struct.Struct("24xI92xQQ")  # tcpi_unacked (a listener: its accept queue), bytes acked, received
 WATCHED = ("idle", "head", "body", "sending")  # phases where the client owes progress
 STAGE = {"handler": "response", "sending": "response"}  # streaming alternates the two
 
@@ -49,6 +49,29 @@ class Admission:
         self._greenlet = None
         self._watched = {}  # conn -> (stage, first seen, kernel byte count then)
         self._released = {}  # conn -> when it was asked to close after its response
+        self._per_ip = {}  # client address -> open connections, with connections_per_ip set
+
+    def admit(self, conn):
+        """Count ``conn`` against its address's ``connections_per_ip``; False when over it."""
+        cap = self.cfg["connections_per_ip"]
+        if not cap:
+            return True
+        ip = conn.client_ip
+        count = self._per_ip.get(ip, 0)
+        if count >= cap:
+            logger.info("connection from %s refused with a 503: connections_per_ip %d reached", ip, cap)
+            return False
+        self._per_ip[ip] = count + 1
+        return True
+
+    def leave(self, conn):
+        """Undo ``admit`` when an admitted connection ends."""
+        count = self._per_ip.get(conn.client_ip)
+        if count is not None:
+            if count > 1:
+                self._per_ip[conn.client_ip] = count - 1
+            else:
+                del self._per_ip[conn.client_ip]
 
     def start(self, pool, listener):
         """Make sure the watcher runs while ``pool`` is full (call on each accept)."""
@@ -109,7 +132,7 @@ class Admission:
             rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
             if elapsed >= window and rate < floor and (phase == "sending" or not unread(conn.sock)):
                 slow.append((rate, conn, elapsed, count - seen[2]))
-            elif phase != "idle" and not conn.release:
+            elif phase in ("body", "sending") and not conn.release:
                 busy.append(conn)
         self._watched = watched
         released = {c: t for c, t in self._released.items() if not c.closed}
@@ -118,8 +141,8 @@ class Admission:
         cut = 0
         slow.sort(key=lambda entry: entry[0])
         for rate, conn, elapsed, moved in slow[:waiting]:
-            logger.info("slow client %s cut to free a slot: %s at %d bytes in %.2f s (min_rate %d bytes/s)",
-                        conn.client_ip, PHASE_WORDS[conn.phase], moved, elapsed, floor)
+            logger.info("slow client %s cut to free a slot: %d bytes in %.2f s while %s, under min_rate %d bytes/s",
+                        conn.client_ip, moved, elapsed, PHASE_WORDS[conn.phase], floor)
             conn.cut()
             cut += 1
         need = waiting - cut - sum(1 for t in released.values() if now - t < window)
@@ -143,8 +166,8 @@ class Admission:
         return cut, asked, evicted
 
 
-PHASE_WORDS = {"idle": "no request yet", "head": "request head", "body": "request body",
-               "sending": "response"}
+PHASE_WORDS = {"idle": "waiting for its first request", "head": "sending a request head",
+               "body": "sending a request body", "sending": "reading a response"}
 
 
 def waiting_clients(listener):

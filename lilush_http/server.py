@@ -266,6 +266,11 @@ class Server:
                 self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
         conn.client_ip = client_ip
+        if not self._admission.admit(conn):
+            conn.linger = True
+            self._send_quietly(conn, error_response(503, "too many connections from %s" % client_ip))
+            conn.close()
+            return
         self._connections.add(conn)
         self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
@@ -284,6 +289,7 @@ class Server:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
+            self._admission.leave(conn)
             conn.close()
 
     # -- one request ---------------------------------------------------------------
