@@ -222,7 +222,7 @@ def test_slowclients_script_with_slowhttptest():
     pool while the probe client is answered every time."""
     need_program("slowhttptest")
     out = subprocess.run([sys.executable, "bench/slowclients.py", "--connections", "60", "--rate", "30",
-                          "--duration", "6", "--config", '{"connection_limit": 16}'],
+                          "--duration", "4", "--config", '{"connection_limit": 16}'],
                          cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| slow")]
