@@ -23,18 +23,23 @@ from common import fd_count, loud_lines, read_log, rss_mb, start_server
 
 APP = '''
 BIG = b"x" * (1400 * 1024)
+MB = b"x" * (1024 * 1024)
 
 def handle(method, query, args, headers, body, ctx):
     if query.startswith("/big"):
         return BIG, 200, {"content-type": "application/octet-stream"}
+    if query.startswith("/1mb"):
+        return MB, 200, {"content-type": "application/octet-stream"}
     if body is not None:
         return "%d bytes" % len(body), 200, {}
     return "Hi there!", 200, {}
 '''
-MODES = [  # (name, slowhttptest arguments, path)
-    ("slow headers (-H)", ["-H", "-i", "10", "-x", "24"], "/"),
-    ("slow body (-B)", ["-B", "-i", "10", "-s", "1048576", "-x", "24"], "/"),
-    ("slow read (-X)", ["-X", "-k", "3", "-n", "1", "-w", "1", "-y", "64", "-z", "32"], "/big"),
+MODES = [  # (key, name, slowhttptest arguments, path)
+    ("H", "slow headers (-H)", ["-H", "-i", "10", "-x", "24"], "/"),
+    ("B", "slow body (-B)", ["-B", "-i", "10", "-s", "1048576", "-x", "24"], "/"),
+    ("X", "slow read (-X)", ["-X", "-k", "3", "-n", "1", "-w", "1", "-y", "64", "-z", "32"], "/big"),
+    ("M", "slow read 1 MB at 100 B/s (-X)", ["-X", "-k", "1", "-n", "1", "-w", "1", "-y", "100", "-z", "100"],
+     "/1mb"),
 ]
 REQUEST = b"GET / HTTP/1.1\r\nHost: probe\r\nConnection: close\r\n\r\n"
 
@@ -76,7 +81,7 @@ def run_mode(name, options, path, port, pid, args, work):
             peak["rss"] = max(peak["rss"], rss_mb(pid))
             peak["fds"] = max(peak["fds"], fd_count(pid))
 
-    prefix = os.path.join(work, name.split()[1].strip("()-"))
+    prefix = os.path.join(work, "mode%d" % len(os.listdir(work)))
     threads = [threading.Thread(target=probe), threading.Thread(target=sample)]
     for thread in threads:
         thread.start()
@@ -108,7 +113,7 @@ def main(argv=None):
     parser.add_argument("--rate", type=int, default=200, help="new attack connections per second")
     parser.add_argument("--duration", type=int, default=60, help="seconds per attack")
     parser.add_argument("--probe-every", type=float, default=2.0)
-    parser.add_argument("--modes", default="HBX", help="which of H, B, X to run")
+    parser.add_argument("--modes", default="HBXM", help="which to run: H, B, X, and M (X on a 1 MB response)")
     parser.add_argument("--config", default="{}", help="server config overrides as JSON (default: none)")
     args = parser.parse_args(argv)
     if shutil.which("slowhttptest") is None:
@@ -122,8 +127,8 @@ def main(argv=None):
     try:
         time.sleep(0.5)
         probe_once(port)  # warm up
-        for name, options, path in MODES:
-            if name.split("-")[1][0] in args.modes:
+        for key, name, options, path in MODES:
+            if key in args.modes:
                 rows.append(run_mode(name, options, path, port, server.pid, args, work))
                 print("  done: " + rows[-1], flush=True)
     finally:

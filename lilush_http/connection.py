@@ -80,7 +80,7 @@ class Connection:
         # What the connection waits for: "idle" (the first byte of a request), "head",
         # "body", "handler" (the server's turn) or "sending" (the client to take the response).
         self.phase = "idle"
-        self.idle_since = monotonic()
+        self.idle_since = 0.0
         self.requests = 0  # request heads read so far
         self.release = False  # the next response says Connection: close (admission.py)
         self.client_ip = None

@@ -22,7 +22,6 @@ from gevent.event import Event
 from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gevent.socket import wait_read
 
 from . import config as configuration
 from . import redis_client, tls

@@ -10,9 +10,8 @@ import threading
 import time
 
 import gevent
-import pytest
 
-from conftest import free_port, need_program, read_response, read_to_end
+from conftest import need_program, read_response, read_to_end
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -164,57 +163,25 @@ def test_connections_per_ip(live_server, caplog):
     assert any("connections_per_ip 2 reached" in r.getMessage() for r in caplog.records)
 
 
-def test_behind_nginx_keepalive_larger_than_the_pool_no_errors(live_server, tmp_path):
-    """nginx keeps more upstream connections than the server has slots and sends
-    POSTs, which it does not retry: none may fail."""
-    nginx = need_program("nginx")
-    ab = need_program("ab")
-    live = live_server(lambda method, query, args, headers, body, ctx: ("%d" % len(body), 200, {}),
-                       connection_limit=8)
-    port = free_port()
-    (tmp_path / "nginx.conf").write_text("""
-worker_processes 1;
-error_log %(dir)s/error.log;
-pid %(dir)s/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    upstream app { server 127.0.0.1:%(app)d; keepalive 32; }
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-""" % {"dir": tmp_path, "app": live.port, "port": port})
-    (tmp_path / "body.txt").write_bytes(b"a=1&b=2" * 100)
-    proc = subprocess.Popen([nginx, "-p", str(tmp_path), "-c", str(tmp_path / "nginx.conf"),
-                             "-g", "daemon off;"], stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, "nginx did not start"
-                time.sleep(0.05)
-        out = subprocess.run([ab, "-q", "-k", "-n", "3000", "-c", "40", "-p", str(tmp_path / "body.txt"),
-                              "-T", "application/x-www-form-urlencoded", "http://127.0.0.1:%d/" % port],
-                             capture_output=True, text=True, timeout=120)
-        assert "Complete requests:      3000" in out.stdout, out.stdout + out.stderr
-        assert "Failed requests:        0" in out.stdout, out.stdout
-        assert "Non-2xx responses" not in out.stdout, out.stdout
-    finally:
-        proc.terminate()
-        proc.wait(10)
-    errors = (tmp_path / "error.log").read_text()
-    assert "prematurely closed" not in errors, errors
+def test_overload_script_behind_nginx_no_errors():
+    """bench/overload.py at a tiny setting: ab with Connection: close at more clients
+    than slots, then nginx keeping more upstream connections than the server has
+    slots, sending POSTs (which it does not retry): no request fails."""
+    need_program("nginx")
+    need_program("ab")
+    out = subprocess.run([sys.executable, "bench/overload.py", "--close-runs", "1", "--requests", "1000",
+                          "--concurrency", "40", "--nginx-requests", "2000", "--nginx-concurrency", "40",
+                          "--nginx-keepalive", "32", "--config", '{"connection_limit": 8}'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=150)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines()
+            if line.startswith("| ab ") or line.startswith("| nginx ")]
+    assert len(rows) == 2, out.stdout
+    for name, complete, failed, non2xx, rps, p99, premature, fds in rows:
+        assert (complete, failed, non2xx) == (("1000" if name.startswith("ab") else "2000"), "0", "0"), out.stdout
+        before, after = fds.split(" / ")
+        assert before == after, out.stdout  # descriptors back to the baseline
+    assert rows[1][6] == "0", out.stdout  # nginx logged no "upstream prematurely closed connection"
 
 
 def test_slowclients_script_with_slowhttptest():
@@ -226,7 +193,7 @@ def test_slowclients_script_with_slowhttptest():
                          cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| slow")]
-    assert len(rows) == 3, out.stdout
+    assert len(rows) == 4, out.stdout
     for row in rows:
         cells = [c.strip() for c in row.strip("|").split("|")]
         answered, sent = cells[2].split("/")
