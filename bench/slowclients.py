@@ -115,6 +115,7 @@ def main(argv=None):
     parser.add_argument("--probe-every", type=float, default=2.0)
     parser.add_argument("--modes", default="HBXM", help="which to run: H, B, X, and M (X on a 1 MB response)")
     parser.add_argument("--config", default="{}", help="server config overrides as JSON (default: none)")
+    parser.add_argument("--keep", action="store_true", help="keep the server log and slowhttptest reports")
     args = parser.parse_args(argv)
     if shutil.which("slowhttptest") is None:
         print("slowhttptest is not installed (apt-get install slowhttptest)")
@@ -145,7 +146,10 @@ def main(argv=None):
     print("slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
         log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
         len(loud_lines(log))))
-    shutil.rmtree(work, ignore_errors=True)
+    if args.keep:
+        print("server log and reports kept in %s" % work)
+    else:
+        shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

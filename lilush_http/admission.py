@@ -95,8 +95,10 @@ class Admission:
         except (OSError, ValueError):  # the listener closed under us: the server stops
             pass
         finally:
-            self._watched.clear()
-            self._released.clear()
+            # Kept for the next time the pool is full (often the next moment): a
+            # connection watched long enough is judged then without a new wait.
+            self._watched = {c: seen for c, seen in self._watched.items() if not c.closed}
+            self._released = {c: t for c, t in self._released.items() if not c.closed}
             self._greenlet = None
 
     def make_room(self, waiting):
@@ -132,8 +134,8 @@ class Admission:
             rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
             if elapsed >= window and rate < floor and (phase == "sending" or not unread(conn.sock)):
                 slow.append((rate, conn, elapsed, count - seen[2]))
-            elif phase in ("body", "sending") and not conn.release:
-                busy.append(conn)
+            elif phase != "idle" and elapsed >= window and not conn.release:
+                busy.append(conn)  # keeping up: it may finish its response and close
         self._watched = watched
         released = {c: t for c, t in self._released.items() if not c.closed}
         self._released = released

@@ -12,6 +12,7 @@ The handler sees this object as ``ctx["client"]``: it behaves like the socket
 import os
 import socket
 import ssl
+import struct
 import time
 
 import _socket
@@ -27,6 +28,7 @@ WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 CRLF = b"\r\n"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, dropping unsent data
 
 monotonic = time.monotonic
 
@@ -417,7 +419,14 @@ class Connection:
         request read in part still gets its 408, a response being sent is abandoned."""
         self.expired = True
         self.deadline = 0.0
-        shutdown(self.sock, socket.SHUT_RDWR if self.phase == "sending" else socket.SHUT_RD)
+        if self.phase == "sending":
+            try:  # what the kernel still holds for it is dropped with a reset at close
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            except OSError:
+                pass
+            shutdown(self.sock, socket.SHUT_RDWR)
+        else:
+            shutdown(self.sock, socket.SHUT_RD)
 
     def close(self):
         """Close the socket; after an error response, first drain what the client still
