@@ -36,6 +36,7 @@ logger = logging.getLogger("lilush_http")
 
 TCP_INFO_SIZE = 136
 TCP_INFO = struct.Struct("24xI92xQQ")  # tcpi_unacked (a listener: its accept queue), bytes acked, received
+SEND_BUFFER = 128 * 1024  # the kernel doubles it: 256 KB
 WATCHED = ("idle", "head", "body", "sending")  # phases where the client owes progress
 STAGE = {"handler": "response", "sending": "response"}  # streaming alternates the two
 
@@ -73,10 +74,17 @@ class Admission:
             else:
                 del self._per_ip[conn.client_ip]
 
-    def start(self, pool, listener):
-        """Make sure the watcher runs while ``pool`` is full (call on each accept)."""
-        if self._greenlet is None and pool.full():
-            self._greenlet = gevent.spawn(self._run, pool, listener)
+    def start(self, pool, listener, sock):
+        """Call on each accept: make sure the watcher runs while ``pool`` is full; a
+        connection accepted then gets a bounded kernel send buffer (``SEND_BUFFER``),
+        so a slow reader ties up little memory and its cut costs little."""
+        if pool.full():
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, SEND_BUFFER)
+            except OSError:
+                pass
+            if self._greenlet is None:
+                self._greenlet = gevent.spawn(self._run, pool, listener)
 
     def stop(self):
         if self._greenlet is not None:

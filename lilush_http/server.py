@@ -248,7 +248,7 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        self._admission.start(self._pool, self._listener)
+        self._admission.start(self._pool, self._listener, sock)
         client_ip = address[0] if isinstance(address, tuple) else str(address)
         certificates = self._certificates
         sni = None
