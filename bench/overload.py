@@ -14,10 +14,9 @@ import re
 import shutil
 import socket
 import subprocess
-import tempfile
 import time
 
-from common import fd_count, loud_lines, read_log, start_server
+from common import fd_count, read_log, slot_summary, start_app
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -116,10 +115,7 @@ def main(argv=None):
     if shutil.which("ab") is None:
         print("ab is not installed (apt-get install apache2-utils)")
         return 2
-    work = tempfile.mkdtemp(prefix="lilush-overload-")
-    with open(os.path.join(work, "app.py"), "w") as f:
-        f.write(APP)
-    server, port, log_path = start_server(work, json.loads(args.config), "overload")
+    work, server, port, log_path = start_app(APP, json.loads(args.config), "overload")
     rows = []
     try:
         time.sleep(0.5)
@@ -145,9 +141,7 @@ def main(argv=None):
     for name, (complete, failed, non2xx, rps, p99), premature, before, after in rows:
         print("| %s | %d | %d | %d | %.0f | %.0f | %s | %d / %d |" % (
             name, complete, failed, non2xx, rps, p99, premature, before, after))
-    print("slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
-        log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
-        len(loud_lines(log))))
+    print(slot_summary(log))
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

@@ -15,11 +15,10 @@ import shutil
 import socket
 import statistics
 import subprocess
-import tempfile
 import threading
 import time
 
-from common import fd_count, loud_lines, read_log, rss_mb, start_server
+from common import fd_count, read_log, rss_mb, slot_summary, start_app
 
 APP = '''
 BIG = b"x" * (1400 * 1024)
@@ -120,10 +119,7 @@ def main(argv=None):
     if shutil.which("slowhttptest") is None:
         print("slowhttptest is not installed (apt-get install slowhttptest)")
         return 2
-    work = tempfile.mkdtemp(prefix="lilush-slow-")
-    with open(os.path.join(work, "app.py"), "w") as f:
-        f.write(APP)
-    server, port, log_path = start_server(work, json.loads(args.config), "slow")
+    work, server, port, log_path = start_app(APP, json.loads(args.config), "slow")
     rows = []
     try:
         time.sleep(0.5)
@@ -143,9 +139,7 @@ def main(argv=None):
     print("|---|---:|---:|---:|---:|---:|---:|---:|")
     for row in rows:
         print(row)
-    print("slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
-        log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
-        len(loud_lines(log))))
+    print(slot_summary(log))
     if args.keep:
         print("server log and reports kept in %s" % work)
     else:
