@@ -35,7 +35,8 @@ from .connection import monotonic
 logger = logging.getLogger("lilush_http")
 
 TCP_INFO_SIZE = 136
-TCP_INFO = struct.Struct("24xI92xQQ")  # tcpi_unacked (a listener: its accept queue), bytes acked, received
+# tcpi_unacked (of a listener: its accept queue), tcpi_rtt (us), tcpi_bytes_acked, tcpi_bytes_received
+TCP_INFO = struct.Struct("24xI40xI48xQQ")
 SEND_BUFFER = 128 * 1024  # the kernel doubles it: 256 KB
 WATCHED = ("idle", "head", "body", "sending")  # phases where the client owes progress
 STAGE = {"handler": "response", "sending": "response"}  # streaming alternates the two
@@ -132,7 +133,8 @@ class Admission:
             counts = tcp_counts(conn.sock)
             if counts is None:
                 continue
-            count = counts[0] if phase == "sending" else counts[1]
+            rtt, acked, received = counts
+            count = acked if phase == "sending" else received
             stage = (conn.requests, STAGE.get(phase, phase))
             seen = self._watched.get(conn)
             if seen is None or seen[0] != stage:
@@ -140,7 +142,7 @@ class Admission:
             watched[conn] = seen
             elapsed = now - seen[1]
             rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
-            if elapsed >= window and rate < floor and (phase == "sending" or not unread(conn.sock)):
+            if elapsed >= max(window, 2 * rtt) and rate < floor and (phase == "sending" or not unread(conn.sock)):
                 slow.append((rate, conn, elapsed, count - seen[2]))
             elif phase != "idle" and elapsed >= window and not conn.release:
                 busy.append(conn)  # keeping up: it may finish its response and close
@@ -190,10 +192,12 @@ def waiting_clients(listener):
 
 
 def tcp_counts(sock):
-    """(bytes the client acknowledged, bytes received from it) per the kernel, or None."""
+    """(round-trip time in seconds, bytes the client acknowledged, bytes received from
+    it) per the kernel, or None."""
     try:
         info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE)
-        return TCP_INFO.unpack_from(info)[1:]
+        _, rtt, acked, received = TCP_INFO.unpack_from(info)
+        return rtt / 1e6, acked, received
     except (OSError, struct.error, AttributeError, ValueError):
         return None
 

@@ -27,7 +27,7 @@ DEFAULTS = {
     "response_send_timeout": 30,
     "tls_handshake_timeout": 10,
     "min_rate": 500,
-    "min_rate_window": 0.25,
+    "min_rate_window": 0.1,
     "connections_per_ip": 0,
     "compression": {
         "enabled": True,
