@@ -4,13 +4,14 @@ While the pool is full and the listener's accept queue holds clients, one
 greenlet looks at the open connections a few times per ``min_rate_window`` and
 frees as many slots as clients wait, in this order:
 
-1. cut the clients making the least progress: a connection reading a request
-   head or body, or one reading its response, that moved fewer than
-   ``min_rate`` bytes a second over at least ``min_rate_window`` seconds of
-   watching (so a fresh connection gets that long to send its request). Progress
-   is what the kernel counted (TCP_INFO bytes received / acknowledged), so bytes
-   the server has not yet read count for the client, and the request path pays
-   nothing for it. A request read in part gets its 408, as at a deadline;
+1. cut the clients making the least progress: a connection waiting for its
+   first request, reading a request head or body, or reading its response, that
+   moved fewer than ``min_rate`` bytes a second over an interval of
+   ``min_rate_window`` seconds (or two round trips, if longer) of watching; so
+   a fresh connection gets that long to send its request. Progress is what the
+   kernel counted (TCP_INFO bytes received / acknowledged), so bytes the server
+   has not yet read count for the client, and the request path pays nothing for
+   it. A request read in part gets its 408, as at a deadline;
 2. ask busy connections to close after their response: it carries
    ``Connection: close``, so the client (a proxy reusing connections too) knows;
 3. when that has not freed a slot within ``min_rate_window``, close the
@@ -127,7 +128,7 @@ class Admission:
                 idle.append(conn)
                 continue
             if phase not in WATCHED:
-                if not conn.release:
+                if not conn.close_requested:
                     busy.append(conn)
                 continue
             counts = tcp_counts(conn.sock)
@@ -139,13 +140,18 @@ class Admission:
             seen = self._watched.get(conn)
             if seen is None or seen[0] != stage:
                 seen = (stage, now, count)
-            watched[conn] = seen
             elapsed = now - seen[1]
             rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
-            if elapsed >= max(window, 2 * rtt) and rate < floor and (phase == "sending" or not unread(conn.sock)):
-                slow.append((rate, conn, elapsed, count - seen[2]))
-            elif phase != "idle" and elapsed >= window and not conn.release:
-                busy.append(conn)  # keeping up: it may finish its response and close
+            if elapsed >= max(window, 2 * rtt):
+                if rate < floor and (phase == "sending" or not unread(conn.sock)):
+                    slow.append((rate, conn, elapsed, count - seen[2]))
+                else:
+                    # Kept up over this interval: the next is judged on its own, so a
+                    # burst (a kernel buffer filled at once) buys no credit for later.
+                    seen = (stage, now, count)
+                    if phase != "idle" and not conn.close_requested:
+                        busy.append(conn)  # it may finish its response and close
+            watched[conn] = seen
         self._watched = watched
         released = {c: t for c, t in self._released.items() if not c.closed}
         self._released = released
@@ -162,7 +168,7 @@ class Admission:
         for conn in busy[:max(0, need)]:
             logger.info("connection from %s asked to close after its response (%s) to free a slot",
                         conn.client_ip, conn.phase)
-            conn.release = True
+            conn.close_requested = True
             released[conn] = now
             asked += 1
         need -= asked

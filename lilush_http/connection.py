@@ -57,7 +57,7 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
-                 "buf", "phase", "idle_since", "requests", "release", "client_ip", "linger", "closed",
+                 "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
                  "deadline", "expiry_how", "expired")
 
     def __init__(self, sock, sni=None, tls=False):
@@ -84,7 +84,7 @@ class Connection:
         self.phase = "idle"
         self.idle_since = 0.0
         self.requests = 0  # request heads read so far
-        self.release = False  # the next response says Connection: close (admission.py)
+        self.close_requested = False  # the next response says Connection: close (admission.py)
         self.client_ip = None
         self.linger = False  # drain unread input before closing (after an error response)
         self.closed = False

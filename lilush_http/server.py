@@ -328,7 +328,7 @@ class Server:
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
-            keep_alive = keep_alive and not (self._stopping or conn.release)
+            keep_alive = keep_alive and not (self._stopping or conn.close_requested)
             if type(result) is tuple and len(result) == 3:
                 content, status, response_headers = result
             elif type(result) is tuple and 1 <= len(result) <= 2:
