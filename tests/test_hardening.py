@@ -550,8 +550,10 @@ def test_vanishing_client_frees_its_slot_quietly(live_server, caplog, how):
     assert (status, body) == (200, b"ok")
     assert time.monotonic() - started < 5
     time.sleep(0.3)  # let the last vanished connections be noticed and logged
+    # (Freeing slots for the waiting clients is logged at info by design: admission.py.)
     loud = [r for r in caplog.records if r.name.startswith("lilush_http") and r.levelno > logging.DEBUG
-            and r.name != "lilush_http.access" and " serving on " not in r.getMessage()]
+            and r.name != "lilush_http.access" and " serving on " not in r.getMessage()
+            and "to free a slot" not in r.getMessage()]
     assert not loud, [r.getMessage() for r in loud]
     with live.connect(timeout=5) as sock:  # and after that, still fine
         sock.sendall(GET)
