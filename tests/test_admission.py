@@ -10,8 +10,10 @@ import threading
 import time
 
 import gevent
+import pytest
 
 from conftest import need_program, read_response, read_to_end
+from lilush_http import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
@@ -199,3 +201,10 @@ def test_slowclients_script_with_slowhttptest():
         answered, sent = cells[2].split("/")
         assert answered == sent and int(sent) >= 2, row  # the probe was always answered
         assert float(cells[5]) < 5.0, row  # probe max latency, seconds
+
+
+@pytest.mark.parametrize("key, value", [("min_rate", -1), ("min_rate", 1.5), ("min_rate_window", 0),
+                                        ("min_rate_window", "1"), ("connections_per_ip", -2)])
+def test_bad_admission_config_is_refused(key, value):
+    srv, err = server.new({key: value})
+    assert srv is None and err.startswith(key + ": ")
