@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -36,6 +37,22 @@ def start_server(app_dir, config, name="server", args=("app:handle",), log_level
         time.sleep(0.05)
     process.kill()
     raise SystemExit("%s did not start:\n%s" % (name, read_log(log_path)))
+
+
+def start_app(source, config, name):
+    """``source`` written as app.py to a new temporary directory and served there
+    (``app:handle``); returns (directory, process, port, log path)."""
+    work = tempfile.mkdtemp(prefix="lilush-%s-" % name)
+    with open(os.path.join(work, "app.py"), "w") as f:
+        f.write(source)
+    return (work,) + start_server(work, config, name)
+
+
+def slot_summary(log):
+    """What the server's log says it did to free slots (admission.py), and how loud it was."""
+    return "slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
+        log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
+        len(loud_lines(log)))
 
 
 def read_log(log_path):

@@ -34,6 +34,9 @@ DEFAULTS = {
     "request_body_timeout": 30,
     "response_send_timeout": 30,
     "tls_handshake_timeout": 10,
+    "min_rate": 500,
+    "min_rate_window": 0.1,
+    "connections_per_ip": 0,
     "compression": {
         "enabled": True,
         "min_size": 4096,
@@ -64,7 +67,7 @@ DEFAULTS = {
 
 POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
 POSITIVE_NUMBERS = ("keepalive_idle_timeout", "request_header_timeout", "request_body_timeout",
-                    "response_send_timeout", "tls_handshake_timeout")
+                    "response_send_timeout", "tls_handshake_timeout", "min_rate_window")
 
 
 def defaults():
@@ -107,8 +110,9 @@ def validate(cfg):
     for key in POSITIVE_INTS:
         if not _is_int(cfg[key]) or cfg[key] < 1:
             return "%s: expected a positive integer, got %r" % (key, cfg[key])
-    if not _is_int(cfg["max_body_size"]) or cfg["max_body_size"] < 0:
-        return "max_body_size: expected an integer >= 0, got %r" % (cfg["max_body_size"],)
+    for key in ("max_body_size", "min_rate", "connections_per_ip"):
+        if not _is_int(cfg[key]) or cfg[key] < 0:
+            return "%s: expected an integer >= 0, got %r" % (key, cfg[key])
     for key in POSITIVE_NUMBERS:
         if not _is_number(cfg[key]) or not cfg[key] > 0:
             return "%s: expected a positive number of seconds, got %r" % (key, cfg[key])

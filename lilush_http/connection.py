@@ -12,6 +12,7 @@ The handler sees this object as ``ctx["client"]``: it behaves like the socket
 import os
 import socket
 import ssl
+import struct
 import time
 
 import _socket
@@ -27,6 +28,7 @@ WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
 CRLF = b"\r\n"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
+LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, dropping unsent data
 
 monotonic = time.monotonic
 
@@ -55,8 +57,8 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
-                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired",
-                 "upgraded", "sessions", "refused_head")
+                 "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
+                 "deadline", "expiry_how", "expired", "upgraded", "sessions", "refused_head")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -77,8 +79,13 @@ class Connection:
         self.tls_pending = getattr(under, "pending", None) if tls else None
         self.tls = tls
         self.buf = b""
-        self.idle = False  # blocked waiting for the first byte of a request
+        # What the connection waits for: "idle" (the first byte of a request), "head",
+        # "body", "handler" (the server's turn) or "sending" (the client to take the response).
+        self.phase = "idle"
         self.idle_since = 0.0
+        self.requests = 0  # request heads read so far
+        self.close_requested = False  # the next response says Connection: close (admission.py)
+        self.client_ip = None
         self.linger = False  # drain unread input before closing (after an error response)
         self.closed = False
         self.sni = sni
@@ -88,8 +95,15 @@ class Connection:
 
     # -- reading a request -------------------------------------------------
 
+    @property
+    def idle(self):
+        """Waiting for the first byte of a request."""
+        return self.phase == "idle"
+
     def read_head(self, idle_timeout, header_timeout, limits):
         """Read and parse the next request head; raises ConnectionEnded or HTTPError."""
+        self.phase = "head"
+        self.requests += 1
         buf = self.buf
         if buf and buf[0] in CRLF:
             buf = skip_blank_lines(buf)
@@ -99,6 +113,7 @@ class Connection:
         if end < 0:
             buf, end = self._read_rest_of_head(buf, header_timeout, limits)
         self.buf = buf[end:]
+        self.phase = "handler"  # read_body sets "body" while it has to wait for one
         try:
             return parse_head(buf[:end], limits)
         except HTTPError:
@@ -108,7 +123,7 @@ class Connection:
     def _wait_for_request(self, timeout, pending=b""):
         """The first bytes of the next request (``pending``: a CR already read that
         may start a CRLF blank line)."""
-        self.idle = True
+        self.phase = "idle"
         self.idle_since = now = monotonic()
         deadline = now + timeout
         # Wait until readable, then read once: the client has rarely sent its next
@@ -126,7 +141,7 @@ class Connection:
                     return data
                 pending = data
         finally:
-            self.idle = False
+            self.phase = "head"
 
     def _read_rest_of_head(self, buf, timeout, limits):
         deadline = monotonic() + timeout
@@ -166,11 +181,13 @@ class Connection:
         parts = [buf]
         got = len(buf)
         self.buf = b""
+        self.phase = "body"
         while got < size:
             # Never more than the body: what follows belongs to the next request.
             data = self._recv(deadline, "request body timeout", True, min(size - got, BODY_READ))
             parts.append(data)
             got += len(data)
+        self.phase = "handler"
         return b"".join(parts)
 
     def _read_chunked(self, expect_continue, timeout, limits):
@@ -181,9 +198,11 @@ class Connection:
             if expect_continue:
                 self.sendall(CONTINUE, timeout)
             deadline = monotonic() + timeout
+            self.phase = "body"
             while not decoder.done:
                 buf = buf[pos:] + self._recv(deadline, "request body timeout", True)
                 pos = decoder.feed(buf)
+            self.phase = "handler"
         self.buf = buf[pos:]
         return decoder.body
 
@@ -278,14 +297,19 @@ class Connection:
             if sent == len(data):
                 return
             data = memoryview(data)[sent:]
-        if timeout is None:
-            try:
-                self.sock.sendall(data)
-            except OSError:
-                raise ConnectionEnded("closed") from None
-        else:
-            self._blocking(self.sock.sendall, data, monotonic() + timeout, "response send timeout", False,
-                           socket.SHUT_RDWR)
+        phase = self.phase
+        self.phase = "sending"
+        try:
+            if timeout is None:
+                try:
+                    self.sock.sendall(data)
+                except OSError:
+                    raise ConnectionEnded("closed") from None
+            else:
+                self._blocking(self.sock.sendall, data, monotonic() + timeout, "response send timeout", False,
+                               socket.SHUT_RDWR)
+        finally:
+            self.phase = phase
 
     def send_stream(self, head, chunks, chunked, length, encoder, timeout):
         """Send ``head``, then each piece of the iterator ``chunks`` as soon as it is
@@ -354,12 +378,15 @@ class Connection:
                     done = os.sendfile(out_fd, in_fd, offset, min(remaining, 1 << 24))
                 except BlockingIOError:
                     left = deadline - monotonic()
-                    if left <= 0:
+                    if left <= 0 or self.expired:
                         raise ConnectionEnded("response send timeout") from None
+                    self.phase = "sending"
                     try:
                         wait_write(out_fd, timeout=left)
                     except socket.timeout:
                         raise ConnectionEnded("response send timeout") from None
+                    finally:
+                        self.phase = "handler"
                     continue
                 except OSError:
                     raise ConnectionEnded("closed") from None
@@ -402,6 +429,20 @@ class Connection:
     def evict(self):
         """Wake an idle reader with end-of-file so its connection ends and frees its slot."""
         shutdown(self.sock, socket.SHUT_RD)
+
+    def cut(self):
+        """End a slow client's current phase now, as if its deadline had passed: a
+        request read in part still gets its 408, a response being sent is abandoned."""
+        self.expired = True
+        self.deadline = 0.0
+        if self.phase == "sending":
+            try:  # what the kernel still holds for it is dropped with a reset at close
+                self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, LINGER_RESET)
+            except OSError:
+                pass
+            shutdown(self.sock, socket.SHUT_RDWR)
+        else:
+            shutdown(self.sock, socket.SHUT_RD)
 
     def close(self):
         """Close the socket; after an error response, first drain what the client still

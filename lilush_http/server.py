@@ -21,12 +21,12 @@ from gevent.event import Event
 from gevent.monkey import get_original
 from gevent.pool import Pool
 from gevent.server import StreamServer
-from gevent.socket import wait_read
 
 from . import config as configuration
 from . import forwarding, listeners, redis_client, tls, websocket
 from .access import AccessLog, access_logger
 from .body import BodyReader, BodyReadError
+from .admission import Admission
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
@@ -83,8 +83,7 @@ class Server:
         self._pool = None
         self._connections = set()
         self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
-        self._room_maker = None
-        self._waiting = False  # a client waits in the backlog while every slot is taken
+        self._admission = Admission(self._connections, self.cfg)
         self._stopping = False
         self._stopped = None
         self._loop_thread = None
@@ -247,8 +246,7 @@ class Server:
         if server is None:
             return
         server.close()
-        if self._room_maker is not None:
-            self._room_maker.kill(block=False)
+        self._admission.stop()
         for fd in list(self._handshaking):
             shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._websockets.close_all()  # 1001 Going Away
@@ -280,8 +278,7 @@ class Server:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         except OSError:
             pass
-        if self._pool.full() and self._room_maker is None:
-            self._room_maker = gevent.spawn(self._make_room)
+        self._admission.start(self._pool, self._listener, sock)
         client_ip = address[0] if isinstance(address, tuple) else forwarding.UNIX_PEER
         if self.cfg["proxy_protocol"]:
             client_ip = self._read_proxy_header(sock, client_ip)
@@ -303,6 +300,12 @@ class Server:
                 self._handshaking.discard(fd)
         conn = Connection(sock, sni, certificates is not None)
         conn.sessions = self._websockets
+        conn.client_ip = client_ip
+        if not self._admission.admit(conn):
+            conn.linger = True
+            self._send_quietly(conn, error_response(503, "too many connections from %s" % client_ip))
+            conn.close()
+            return
         self._connections.add(conn)
         self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
@@ -315,15 +318,13 @@ class Server:
                     if err and err != "closed":
                         logger.debug("connection from %s ended: %s", client_ip, err)
                     break
-                if self._stopping or (self._waiting and not conn.buf):
-                    # Make room for a client waiting in the backlog (or shut down):
-                    # this connection would only sit idle now.
-                    self._waiting = False
+                if self._stopping:
                     break
         except Exception:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
+            self._admission.leave(conn)
             conn.close()
 
     def _read_proxy_header(self, sock, peer):
@@ -354,29 +355,6 @@ class Server:
         except (forwarding.ProxyHeaderError, OSError) as exc:
             logger.debug("connection from %s: %s", peer, exc)
             return None
-
-    def _make_room(self):
-        """While every slot is taken: when a new client is waiting to be accepted, close
-        the connection that has been idle longest (as nginx does), or, when all
-        are busy, have the next one to finish a request close instead of idling."""
-        try:
-            listener = self._server.socket.fileno()
-            while not self._stopping and self._pool.full():
-                self._waiting = False
-                wait_read(listener)
-                if not self._pool.full():
-                    break
-                idle = [c for c in self._connections if c.idle]
-                if idle:
-                    min(idle, key=lambda c: c.idle_since).evict()
-                else:
-                    self._waiting = True
-                gevent.sleep(0.05)
-        except Exception:  # the listener closed under us: stop() is running
-            pass
-        finally:
-            self._waiting = False
-            self._room_maker = None
 
     # -- one request ---------------------------------------------------------------
 
@@ -427,7 +405,7 @@ class Server:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
             if conn.upgraded is not None:
                 return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, False)
-            keep_alive = keep_alive and not self._stopping
+            keep_alive = keep_alive and not (self._stopping or conn.close_requested)
             if type(result) is tuple and len(result) == 3:
                 content, status, response_headers = result
             elif type(result) is tuple and 1 <= len(result) <= 2:

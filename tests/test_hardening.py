@@ -337,7 +337,7 @@ def test_body_of_tiny_chunks_does_not_amplify_memory(live_server):
         sizes.append(len(body))
         return "ok", 200, {}
     live = live_server(handle, max_body_size=1024 * 1024)
-    sock = live.connect()
+    sock = live.connect(timeout=30)  # tracemalloc slows the server too: ~5 s on a busy 2-core machine
     data = POST + b"Transfer-Encoding: chunked\r\n\r\n" + b"2\r\nxy\r\n" * 50000 + b"0\r\n\r\n"
     tracemalloc.start()
     try:
@@ -558,8 +558,10 @@ def test_vanishing_client_frees_its_slot_quietly(live_server, caplog, how):
     assert (status, body) == (200, b"ok")
     assert time.monotonic() - started < 5
     time.sleep(0.3)  # let the last vanished connections be noticed and logged
+    # (Freeing slots for the waiting clients is logged at info by design: admission.py.)
     loud = [r for r in caplog.records if r.name.startswith("lilush_http") and r.levelno > logging.DEBUG
-            and r.name != "lilush_http.access" and " serving on " not in r.getMessage()]
+            and r.name != "lilush_http.access" and " serving on " not in r.getMessage()
+            and "to free a slot" not in r.getMessage()]
     assert not loud, [r.getMessage() for r in loud]
     with live.connect(timeout=5) as sock:  # and after that, still fine
         sock.sendall(GET)
