@@ -36,6 +36,7 @@ SCENARIOS = {
     "d": ("POST 64 KB body", "/", ["-s", os.path.join(HERE, "post.lua")]),
     "e": ("pipelined GETs, depth 16", "/", ["-s", os.path.join(HERE, "pipeline.lua")]),
     "f": ("TLS, keep-alive", "/", []),
+    "g": ("100 KB HTML, gzip, new body each time", "/dynamic", ["-H", "Accept-Encoding: gzip"]),
     "w": ("13-byte body, keep-alive, 2 workers", "/", []),
 }
 SERVERS = ["lilush_http", "bare", "granian", "pywsgi", "gunicorn", "uvicorn"]
@@ -76,7 +77,8 @@ def server_command(name, scenario, port, tls, workers=1):
                    "-b", "127.0.0.1:%d" % port, "--log-level", "warning", "bench.apps:wsgi_app"]
         return command + (["--certfile", cert, "--keyfile", key] if tls else [])
     if name == "uvicorn":
-        command = [os.path.join(BIN, "uvicorn"), "bench.apps:asgi_app", "--http", "httptools",
+        app = "bench.apps:asgi_gzip_app" if scenario == "g" else "bench.apps:asgi_app"
+        command = [os.path.join(BIN, "uvicorn"), app, "--http", "httptools",
                    "--workers", "1", "--no-access-log", "--log-level", "warning",
                    "--host", "127.0.0.1", "--port", str(port), "--backlog", "1024"]
         return command + (["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else [])
@@ -273,7 +275,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (default 3)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--scenarios", default="abcdefw")
+    parser.add_argument("--scenarios", default="abcdefgw")
     parser.add_argument("--output", default=os.path.join(HERE, "results.md"),
                         help="markdown file for the table ('-' for none)")
     args = parser.parse_args(argv)

@@ -424,7 +424,30 @@ def test_level_changes_output_size(live_server):
 
 def test_default_level_is_6(live):
     status, headers, body, _ = raw_get(live, "/page", "deflate")
-    assert body == zlib.compress(PAGE, 6)
+    assert body == compress(PAGE, "deflate", 6) and zlib.decompress(body) == PAGE
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_isal_when_installed_else_zlib(monkeypatch, fast):
+    """gzip and deflate come from ISA-L (the speed extra) when it is there, else from zlib;
+    either way standard streams at the configured level."""
+    if fast:
+        isal_zlib = pytest.importorskip("isal.isal_zlib")
+        assert compression.isal_zlib is isal_zlib
+        expected = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    else:
+        monkeypatch.setattr(compression, "isal_zlib", None)
+        expected = zlib.compressobj(6, zlib.DEFLATED, 31)
+    assert compress(PAGE, "gzip", 6) == expected.compress(PAGE) + expected.flush()
+    assert gzip.decompress(compress(PAGE, "gzip", 6)) == PAGE
+    assert zlib.decompress(compress(PAGE, "deflate", 6)) == PAGE
+    assert len(compress(PAGE, "gzip", 0)) > len(PAGE)  # level 0: stored
+    assert len(compress(PAGE, "gzip", 1)) > len(compress(PAGE, "gzip", 9))
+    encoder, d = StreamEncoder("gzip", 6), zlib.decompressobj(31)
+    for piece in (b"first ", b"second " * 100):
+        assert d.decompress(encoder.compress(piece)) == piece
+    d.decompress(encoder.finish())
+    assert d.eof
 
 
 def test_sizes_of_a_100k_page(live, record_property):
