@@ -76,7 +76,8 @@ def negotiate(accept_encoding):
 class Policy:
     """The ``compression`` config: which responses get compressed, and how hard."""
 
-    __slots__ = ("enabled", "min_size", "level", "types", "_eligible", "cache_size", "_cache", "_cached_bytes")
+    __slots__ = ("enabled", "min_size", "level", "types", "_eligible", "cache_size", "_cache", "_cached_bytes",
+                 "_glimpsed")
 
     def __init__(self, cfg):
         self.enabled = cfg["enabled"]
@@ -87,11 +88,25 @@ class Policy:
         self.cache_size = cfg["cache_size"]
         self._cache = collections.OrderedDict()  # (coding, body) -> encoded body, least recent first
         self._cached_bytes = 0
+        self._glimpsed = set()  # glimpses of bodies compressed once, not cached (yet)
 
     def compress(self, body, coding):
-        """``body`` encoded with ``coding``; a body sent before (same bytes) is encoded
-        once and then served from a cache of at most ``cache_size`` bytes."""
+        """``body`` encoded with ``coding``; a body sent again (same bytes) is then served
+        from a cache of at most ``cache_size`` bytes.
+
+        A body enters the cache on its second sight only: a page made anew for every
+        request would cost the hash of all its bytes and a cache entry each time, for
+        nothing. A glimpse of the body (its length and three short samples) tells
+        what may have been seen before, cheaply.
+        """
         if not self.cache_size or len(body) * 2 > self.cache_size:
+            return compress(body, coding, self.level)
+        size = len(body)
+        glimpse = (coding, size, body[:32], body[size // 2:size // 2 + 32], body[-32:])
+        if glimpse not in self._glimpsed:
+            if len(self._glimpsed) >= 4096:
+                self._glimpsed.clear()
+            self._glimpsed.add(glimpse)
             return compress(body, coding, self.level)
         key = (coding, body)
         cache = self._cache

@@ -511,11 +511,14 @@ def test_compressed_bodies_are_cached_by_content():
     from lilush_http.config import DEFAULTS
     policy = Policy(dict(DEFAULTS["compression"], cache_size=200_000))
     page = b"<p>cached page</p>" * 5000  # 90 KB
+    assert gzip.decompress(policy.compress(page, "gzip")) == page  # first sight: not cached
     first = policy.compress(page, "gzip")
     assert gzip.decompress(first) == page
     assert policy.compress(bytes(page), "gzip") is first  # equal bytes: encoded once
+    policy.compress(page, "deflate")
     assert zlib.decompress(policy.compress(page, "deflate")) == page  # per coding
     other = b"<p>another page</p>" * 5000
+    policy.compress(other, "gzip")
     policy.compress(other, "gzip")  # over 200 KB in all: the least recent entry goes
     assert policy.compress(page, "gzip") is not first
     assert gzip.decompress(policy.compress(page, "gzip")) == page
@@ -526,3 +529,19 @@ def test_compression_cache_can_be_disabled():
     policy = Policy(dict(DEFAULTS["compression"], cache_size=0))
     page = b"x" * 50000
     assert policy.compress(page, "gzip") is not policy.compress(page, "gzip")
+
+
+def test_bodies_seen_once_are_not_cached():
+    """A page made anew for every request is compressed each time, never stored;
+    a body that comes back is."""
+    from lilush_http.config import DEFAULTS
+    policy = Policy(DEFAULTS["compression"])
+    for serial in range(50):
+        body = b"<!-- %d -->" % serial + PAGE
+        assert gzip.decompress(policy.compress(body, "gzip")) == body
+    assert policy._cached_bytes == 0
+    same_glimpse = PAGE[:50000] + b"changed in the middle, unsampled" + PAGE[50032:]
+    policy.compress(PAGE, "gzip")
+    policy.compress(same_glimpse, "gzip")  # looks like PAGE: cached, and still correct
+    assert gzip.decompress(policy.compress(PAGE, "gzip")) == PAGE
+    assert policy._cached_bytes > 0
