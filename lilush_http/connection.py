@@ -121,7 +121,8 @@ class Connection:
                 data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
-                data = skip_blank_lines(pending + data)
+                if pending or data[0] in CRLF:
+                    data = skip_blank_lines(pending + data)
                 if data and data != b"\r":
                     return data
                 pending = data
