@@ -191,7 +191,7 @@ class Connection:
         if data is not None:
             return data
         if self.pending:  # the client may wait for them before it sends the rest
-            self.sendall(b"", deadline - monotonic())
+            self.flush(deadline - monotonic())
         receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
         data = self._blocking(receive, size, deadline, timeout_message, phase_started)
         if not data:
@@ -278,6 +278,12 @@ class Connection:
             return
         self.sendall(data, timeout)
 
+    def flush(self, timeout=None):
+        """Send the responses held back by send_response, if any. Code that writes on
+        ``sock`` itself (not through this object) calls it first, to keep the order."""
+        if self.pending:
+            self.sendall(b"", timeout)
+
     def _send_pending_now(self):
         """The hub callback: this greenlet blocked with responses held, so send what
         the socket takes now without waiting; the rest goes with the next sendall."""
@@ -330,8 +336,7 @@ class Connection:
         (the terminating chunk is then never sent), ConnectionEnded when the
         client goes away.
         """
-        if self.pending:  # held responses go before a stream that may take its time
-            self.sendall(b"", timeout)
+        self.flush(timeout)  # held responses go before a stream that may take its time
         pending = head
         sent = 0
         body_bytes = 0
@@ -432,8 +437,7 @@ class Connection:
     def __getattr__(self, name):
         if name in Connection.__slots__:  # a slot not set yet (never the socket's)
             raise AttributeError(name)
-        if self.pending:  # a handler taking the socket over: the responses held go first
-            self.sendall(b"")
+        self.flush()  # a handler taking the socket over: the responses held go first
         return getattr(self.sock, name)
 
     # -- ending ----------------------------------------------------------------
