@@ -254,18 +254,21 @@ def table(results, servers, scenarios, duration, repeat, connections):
                 lines.append("| %s %s | %s | %.0f | %.2f | %.2f | %.1f | %d |" % (
                     scenario, SCENARIOS[scenario][0], name, r["rps"], r["p50"] or 0, r["p99"] or 0,
                     r["cpu_us"], r["errors"]))
-    lines += ["", "| scenario | " + " | ".join("lilush_http / %s" % ("bare loop" if a == "bare" else a)
-                                             for a in ANCHORS) + " |",
-              "|---|" + "---:|" * len(ANCHORS)]
-    for scenario in scenarios:
-        ours = results.get((scenario, "lilush_http"))
-        if not ours:
-            continue
-        cells = []
-        for other in ANCHORS:
-            theirs = results.get((scenario, other)) if scenario != "w" else results.get(("a", other))
-            cells.append("%.2f" % (ours["rps"] / theirs["rps"]) if theirs and theirs["rps"] else "-")
-        lines.append("| %s %s | %s |" % (scenario, SCENARIOS[scenario][0], " | ".join(cells)))
+    header = " | ".join("lilush_http / %s" % ("bare loop" if a == "bare" else a) for a in ANCHORS)
+    for title, ratio in (("req/s, ours over theirs", lambda ours, theirs: ours["rps"] / theirs["rps"]),
+                         ("server CPU us/req, theirs over ours (steadier on a busy machine)",
+                          lambda ours, theirs: theirs["cpu_us"] / ours["cpu_us"])):
+        lines += ["", "Ratios of %s:" % title, "", "| scenario | %s |" % header, "|---|" + "---:|" * len(ANCHORS)]
+        for scenario in scenarios:
+            ours = results.get((scenario, "lilush_http"))
+            if not ours or (scenario == "w" and "CPU" in title):
+                continue  # w: 2 workers' CPU against one process's says nothing
+            cells = []
+            for other in ANCHORS:
+                theirs = results.get((scenario, other)) if scenario != "w" else results.get(("a", other))
+                ok = theirs and theirs["rps"] and ours["cpu_us"]
+                cells.append("%.2f" % ratio(ours, theirs) if ok else "-")
+            lines.append("| %s %s | %s |" % (scenario, SCENARIOS[scenario][0], " | ".join(cells)))
     return "\n".join(lines) + "\n"
 
 
