@@ -31,6 +31,9 @@ LINGER_BYTES = 1024 * 1024
 # Pipelined responses held back to leave in one write: at most this many, of at most so many bytes.
 BATCH_RESPONSES = 32
 BATCH_BYTES = 64 * 1024
+# Socket methods through which a handler may write on the connection itself: held responses go first.
+SOCKET_WRITES = frozenset(("send", "sendto", "sendmsg", "sendfile", "makefile", "fileno", "detach", "dup",
+                           "shutdown"))
 
 monotonic = time.monotonic
 
@@ -437,7 +440,8 @@ class Connection:
     def __getattr__(self, name):
         if name in Connection.__slots__:  # a slot not set yet (never the socket's)
             raise AttributeError(name)
-        self.flush()  # a handler taking the socket over: the responses held go first
+        if name in SOCKET_WRITES:
+            self.flush()  # a handler taking the socket over: the responses held go first
         return getattr(self.sock, name)
 
     # -- ending ----------------------------------------------------------------

@@ -164,3 +164,22 @@ def test_process_request_called_directly_never_holds_a_response():
     assert theirs.recv(65536).count(b"HTTP/1.1 200 OK\r\n") == 1
     ours.close()
     theirs.close()
+
+
+def test_a_handler_writing_on_the_socket_itself_comes_after_the_held_responses(live_server):
+    held = []
+
+    def handle(method, query, args, headers, body, ctx):
+        client = ctx["client"]
+        client.getsockname()  # no I/O: the batch stays held
+        held.append(len(client.pending))
+        if query == "/raw":
+            client.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n/raw")
+            return None, None, None
+        return query, 200, {"content-type": "text/plain"}
+    live = live_server(handle)
+    with live.connect() as sock:
+        sock.sendall(get("/1") + get("/2") + get("/raw") + get("/3"))
+        f = sock.makefile("rb")
+        assert [read_response(f)[2] for _ in range(4)] == [b"/1", b"/2", b"/raw", b"/3"]
+    assert held[:3] == [0, 1, 2]
