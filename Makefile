@@ -20,7 +20,7 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
-# make bench: lilush_http against pywsgi, gunicorn -k gevent and uvicorn (wrk on loopback);
+# make bench: lilush_http against granian, pywsgi, gunicorn -k gevent and uvicorn (wrk on loopback);
 # bench/websocket_echo.py: WebSocket echo against gevent-websocket and the websockets library.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)

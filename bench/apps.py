@@ -1,12 +1,22 @@
 """The same application for every server under test: a 13-byte hello, a 100 KB
-HTML page (gzip when accepted), and a POST that answers the body's length."""
+HTML page (gzip when accepted), the same page made anew on every request
+(/dynamic: no cache can help), and a POST that answers the body's length."""
 
+import itertools
 import zlib
 
 HELLO = b"Hello, World!"
 PAGE = ("<!DOCTYPE html><html><head><title>bench</title></head><body>\n" + "".join(
     "<p class=\"row\">Row %d: the quick brown fox jumps over the lazy dog, %d times.</p>\n" % (i, i * 7)
     for i in range(1400)) + "</body></html>\n").encode()[:100 * 1024]
+
+
+_serial = itertools.count()
+
+
+def dynamic_page():
+    """PAGE with a serial number in front: a different 100 KB body every time."""
+    return b"<!-- %d -->" % next(_serial) + PAGE
 
 
 def gzip_body(data):
@@ -21,6 +31,8 @@ def hello(method, query, args, headers, body, ctx):
         return str(len(body or b"")), 200, {"content-type": "text/plain"}
     if query == "/page":
         return PAGE, 200, {"content-type": "text/html"}
+    if query == "/dynamic":
+        return dynamic_page(), 200, {"content-type": "text/html"}
     return HELLO, 200, {"content-type": "text/plain"}
 
 
@@ -31,8 +43,8 @@ def wsgi_app(environ, start_response):
         size = int(environ.get("CONTENT_LENGTH") or 0)
         data = str(len(environ["wsgi.input"].read(size))).encode()
         headers = [("Content-Type", "text/plain")]
-    elif environ["PATH_INFO"] == "/page":
-        data = PAGE
+    elif environ["PATH_INFO"] in ("/page", "/dynamic"):
+        data = PAGE if environ["PATH_INFO"] == "/page" else dynamic_page()
         headers = [("Content-Type", "text/html"), ("Vary", "Accept-Encoding")]
         if "gzip" in environ.get("HTTP_ACCEPT_ENCODING", ""):
             data = gzip_body(data)
@@ -59,6 +71,9 @@ async def asgi_app(scope, receive, send):
             size += len(message.get("body", b""))
             more = message.get("more_body", False)
         data = str(size).encode()
+    elif scope["path"] == "/dynamic":  # compressed by GZipMiddleware (asgi_gzip_app)
+        data = dynamic_page()
+        headers = [(b"content-type", b"text/html")]
     elif scope["path"] == "/page":
         data = PAGE
         headers = [(b"content-type", b"text/html"), (b"vary", b"Accept-Encoding")]
@@ -70,3 +85,15 @@ async def asgi_app(scope, receive, send):
     headers.append((b"content-length", str(len(data)).encode()))
     await send({"type": "http.response.start", "status": 200, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+async def asgi_gzip_app(scope, receive, send):
+    """asgi_app behind Starlette's GZipMiddleware, at the level lilush_http uses (6)."""
+    global _gzip_app
+    if _gzip_app is None:
+        from starlette.middleware.gzip import GZipMiddleware
+        _gzip_app = GZipMiddleware(asgi_app, minimum_size=4096, compresslevel=6)
+    await _gzip_app(scope, receive, send)
+
+
+_gzip_app = None

@@ -1,5 +1,6 @@
 """Side-by-side benchmark: lilush_http against gevent.pywsgi, gunicorn -k gevent,
-uvicorn+httptools and a bare gevent loop, with wrk on loopback.
+uvicorn+httptools, granian (WSGI, the Rust server: the non-gevent anchor) and a
+bare gevent loop, with wrk on loopback.
 
 Each server runs as one process pinned to CPU 0, wrk (one thread) to CPU 1;
 each is started on a free port, measured, and stopped, one after another.
@@ -35,9 +36,11 @@ SCENARIOS = {
     "d": ("POST 64 KB body", "/", ["-s", os.path.join(HERE, "post.lua")]),
     "e": ("pipelined GETs, depth 16", "/", ["-s", os.path.join(HERE, "pipeline.lua")]),
     "f": ("TLS, keep-alive", "/", []),
+    "g": ("100 KB HTML, gzip, new body each time", "/dynamic", ["-H", "Accept-Encoding: gzip"]),
     "w": ("13-byte body, keep-alive, 2 workers", "/", []),
 }
-SERVERS = ["lilush_http", "bare", "pywsgi", "gunicorn", "uvicorn"]
+SERVERS = ["lilush_http", "bare", "granian", "pywsgi", "gunicorn", "uvicorn"]
+ANCHORS = ("granian", "pywsgi", "gunicorn", "uvicorn", "bare")  # the ratio table's columns
 
 
 def free_port():
@@ -62,6 +65,11 @@ def server_command(name, scenario, port, tls, workers=1):
         return None
     if name == "bare":  # it answers every request alike and never closes: only a and e apply
         return None if tls or scenario not in ("a", "e") else [PY, os.path.join(HERE, "bare.py"), str(port)]
+    if name == "granian":  # WSGI, one worker, one blocking thread: its fastest single-core setup
+        command = [os.path.join(BIN, "granian"), "--interface", "wsgi", "--workers", "1",
+                   "--blocking-threads", "1", "--runtime-threads", "1", "--no-ws", "--log-level", "warning",
+                   "--host", "127.0.0.1", "--port", str(port), "--backlog", "1024", "bench.apps:wsgi_app"]
+        return command + (["--ssl-certificate", cert, "--ssl-keyfile", key] if tls else [])
     if name == "pywsgi":
         return [PY, os.path.join(HERE, "pywsgi_server.py"), str(port)] + ([cert, key] if tls else [])
     if name == "gunicorn":
@@ -69,7 +77,8 @@ def server_command(name, scenario, port, tls, workers=1):
                    "-b", "127.0.0.1:%d" % port, "--log-level", "warning", "bench.apps:wsgi_app"]
         return command + (["--certfile", cert, "--keyfile", key] if tls else [])
     if name == "uvicorn":
-        command = [os.path.join(BIN, "uvicorn"), "bench.apps:asgi_app", "--http", "httptools",
+        app = "bench.apps:asgi_gzip_app" if scenario == "g" else "bench.apps:asgi_app"
+        command = [os.path.join(BIN, "uvicorn"), app, "--http", "httptools",
                    "--workers", "1", "--no-access-log", "--log-level", "warning",
                    "--host", "127.0.0.1", "--port", str(port), "--backlog", "1024"]
         return command + (["--ssl-certfile", cert, "--ssl-keyfile", key] if tls else [])
@@ -203,7 +212,7 @@ def measure(servers, scenarios, duration, repeat, connections, log=print):
 
 def versions():
     found = {"python": platform.python_version()}
-    for module in ("gevent", "uvicorn", "httptools", "gunicorn", "lilush_http"):
+    for module in ("gevent", "granian", "uvicorn", "httptools", "gunicorn", "lilush_http"):
         try:
             found[module] = __import__(module).__version__
         except Exception:
@@ -245,17 +254,21 @@ def table(results, servers, scenarios, duration, repeat, connections):
                 lines.append("| %s %s | %s | %.0f | %.2f | %.2f | %.1f | %d |" % (
                     scenario, SCENARIOS[scenario][0], name, r["rps"], r["p50"] or 0, r["p99"] or 0,
                     r["cpu_us"], r["errors"]))
-    lines += ["", "| scenario | lilush_http / pywsgi | lilush_http / gunicorn | lilush_http / uvicorn "
-              "| lilush_http / bare loop |", "|---|---:|---:|---:|---:|"]
-    for scenario in scenarios:
-        ours = results.get((scenario, "lilush_http"))
-        if not ours:
-            continue
-        cells = []
-        for other in ("pywsgi", "gunicorn", "uvicorn", "bare"):
-            theirs = results.get((scenario, other)) if scenario != "w" else results.get(("a", other))
-            cells.append("%.2f" % (ours["rps"] / theirs["rps"]) if theirs and theirs["rps"] else "-")
-        lines.append("| %s %s | %s |" % (scenario, SCENARIOS[scenario][0], " | ".join(cells)))
+    header = " | ".join("lilush_http / %s" % ("bare loop" if a == "bare" else a) for a in ANCHORS)
+    for title, ratio in (("req/s, ours over theirs", lambda ours, theirs: ours["rps"] / theirs["rps"]),
+                         ("server CPU us/req, theirs over ours (steadier on a busy machine)",
+                          lambda ours, theirs: theirs["cpu_us"] / ours["cpu_us"])):
+        lines += ["", "Ratios of %s:" % title, "", "| scenario | %s |" % header, "|---|" + "---:|" * len(ANCHORS)]
+        for scenario in scenarios:
+            ours = results.get((scenario, "lilush_http"))
+            if not ours or (scenario == "w" and "CPU" in title):
+                continue  # w: 2 workers' CPU against one process's says nothing
+            cells = []
+            for other in ANCHORS:
+                theirs = results.get((scenario, other)) if scenario != "w" else results.get(("a", other))
+                ok = theirs and theirs["rps"] and ours["cpu_us"]
+                cells.append("%.2f" % ratio(ours, theirs) if ok else "-")
+            lines.append("| %s %s | %s |" % (scenario, SCENARIOS[scenario][0], " | ".join(cells)))
     return "\n".join(lines) + "\n"
 
 
@@ -265,7 +278,7 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3, help="runs per scenario (default 3)")
     parser.add_argument("--connections", type=int, default=50)
     parser.add_argument("--servers", default=",".join(SERVERS))
-    parser.add_argument("--scenarios", default="abcdefw")
+    parser.add_argument("--scenarios", default="abcdefgw")
     parser.add_argument("--output", default=os.path.join(HERE, "results.md"),
                         help="markdown file for the table ('-' for none)")
     args = parser.parse_args(argv)

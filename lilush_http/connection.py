@@ -16,6 +16,7 @@ import struct
 import time
 
 import _socket
+from gevent import get_hub
 from gevent.socket import wait_write
 
 from .request import ChunkedDecoder, HTTPError, check_partial_head, find_head_end, parse_head
@@ -29,6 +30,12 @@ CRLF = b"\r\n"
 LINGER_SECONDS = 2.0
 LINGER_BYTES = 1024 * 1024
 LINGER_RESET = struct.pack("ii", 1, 0)  # SO_LINGER on, 0 s: close() resets, dropping unsent data
+# Pipelined responses held back to leave in one write: at most this many, of at most so many bytes.
+BATCH_RESPONSES = 32
+BATCH_BYTES = 64 * 1024
+# Socket methods through which a handler may write on the connection itself: held responses go first.
+SOCKET_WRITES = frozenset(("send", "sendto", "sendmsg", "sendfile", "makefile", "fileno", "detach", "dup",
+                           "shutdown"))
 
 monotonic = time.monotonic
 
@@ -58,7 +65,8 @@ class Connection:
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
                  "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
-                 "deadline", "expiry_how", "expired", "upgraded", "sessions", "refused_head")
+                 "deadline", "expiry_how", "expired", "upgraded", "sessions", "refused_head",
+                 "pending", "pending_bytes", "flush_soon")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -82,6 +90,9 @@ class Connection:
         # What the connection waits for: "idle" (the first byte of a request), "head",
         # "body", "handler" (the server's turn) or "sending" (the client to take the response).
         self.phase = "idle"
+        self.pending = []  # responses held for one write with the pipelined ones that follow
+        self.pending_bytes = 0
+        self.flush_soon = None  # the hub callback that sends them if this greenlet blocks first
         self.idle_since = 0.0
         self.requests = 0  # request heads read so far
         self.close_requested = False  # the next response says Connection: close (admission.py)
@@ -136,7 +147,8 @@ class Connection:
                 data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
-                data = skip_blank_lines(pending + data)
+                if pending or data[0] in CRLF:
+                    data = skip_blank_lines(pending + data)
                 if data and data != b"\r":
                     return data
                 pending = data
@@ -217,6 +229,8 @@ class Connection:
         data = self._read_now(size)
         if data is not None:
             return data
+        if self.pending:  # the client may wait for them before it sends the rest
+            self.flush(deadline - monotonic())
         receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
         data = self._blocking(receive, size, deadline, timeout_message, phase_started)
         if not data:
@@ -283,9 +297,54 @@ class Connection:
 
     # -- writing -------------------------------------------------------------
 
+    def send_response(self, data, timeout, batch):
+        """Send a complete response; with ``batch`` (keep-alive, served by this
+        server's loop), when the next request already waits complete in the
+        buffer, hold it to leave in one write with the responses that follow.
+
+        Held responses go out, in order, with the next ``sendall`` (the last of
+        the batch, an error, a streamed or sendfile response), before this
+        connection waits to read, when the handler touches the socket, or, from
+        a hub callback, as soon as this greenlet blocks (a slow handler in the
+        middle of the batch does not delay the responses before it).
+        """
+        if (batch and self.buf and len(self.pending) < BATCH_RESPONSES
+                and self.pending_bytes + len(data) <= BATCH_BYTES and find_head_end(self.buf) >= 0):
+            self.pending.append(data)
+            self.pending_bytes += len(data)
+            if self.flush_soon is None:
+                self.flush_soon = get_hub().loop.run_callback(self._send_pending_now)
+            return
+        self.sendall(data, timeout)
+
+    def flush(self, timeout=None):
+        """Send the responses held back by send_response, if any. Code that writes on
+        ``sock`` itself (not through this object) calls it first, to keep the order."""
+        if self.pending:
+            self.sendall(b"", timeout)
+
+    def _send_pending_now(self):
+        """The hub callback: this greenlet blocked with responses held, so send what
+        the socket takes now without waiting; the rest goes with the next sendall."""
+        self.flush_soon = None
+        if not self.pending or self.try_send is None or self.closed:
+            return
+        data = b"".join(self.pending)
+        try:
+            sent = self.try_send(data)
+        except (WOULD_BLOCK + (OSError,)):  # the greenlet's next send finds out
+            sent = 0
+        self.pending = [data[sent:]] if sent < len(data) else []
+        self.pending_bytes = len(data) - sent
+
     def sendall(self, data, timeout=None):
-        """Send all of ``data`` within ``timeout`` seconds (None: no limit);
-        raises ConnectionEnded."""
+        """Send all of ``data`` within ``timeout`` seconds (None: no limit), after
+        the responses held back (send_response); raises ConnectionEnded."""
+        if self.pending:
+            self.pending.append(data)
+            data = b"".join(self.pending)
+            self.pending = []  # taken before any wait, so the hub callback cannot send them twice
+            self.pending_bytes = 0
         try_send = self.try_send
         if try_send is not None:
             try:
@@ -321,6 +380,7 @@ class Connection:
         (the terminating chunk is then never sent), ConnectionEnded when the
         client goes away.
         """
+        self.flush(timeout)  # held responses go before a stream that may take its time
         pending = head
         sent = 0
         body_bytes = 0
@@ -422,6 +482,10 @@ class Connection:
         return self.sock.recv_into(buffer, nbytes, *flags)
 
     def __getattr__(self, name):
+        if name in Connection.__slots__:  # a slot not set yet (never the socket's)
+            raise AttributeError(name)
+        if name in SOCKET_WRITES:
+            self.flush()  # a handler taking the socket over: the responses held go first
         return getattr(self.sock, name)
 
     # -- ending ----------------------------------------------------------------
@@ -449,6 +513,8 @@ class Connection:
         sends (bounded), so the response is not destroyed by a TCP reset."""
         if self.closed:
             return
+        if self.pending:
+            self._send_pending_now()
         self.closed = True
         sock = self.sock
         if self.linger:

@@ -166,9 +166,8 @@ def render(status, headers, content, keep_alive, http10=False, head=False,
     if block is not None:
         line, block_bytes, ctype = block
         if ctype is None or compression.coding_for(accept_encoding, len(body)) is None:
-            data = b"".join((line, date_lines(), block_bytes, b"Content-Length: %d\r\n" % len(body),
-                             _CONNECTION_LINES[keep_alive, http10]))
-            return (data if head or not body else data + body), keep_alive
+            return b"".join((line, date_lines(), block_bytes, b"Content-Length: %d\r\n" % len(body),
+                             _CONNECTION_LINES[keep_alive, http10], b"" if head else body)), keep_alive
     if headers:
         text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
     else:

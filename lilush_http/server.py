@@ -459,7 +459,7 @@ class Server:
             return self._refuse(conn, client_ip, request, body.error.status, body.error.message)
         if data is not None:
             try:
-                conn.sendall(data, cfg["response_send_timeout"])
+                conn.send_response(data, cfg["response_send_timeout"], keep_alive and client is conn)
             except ConnectionEnded as exc:
                 return None, exc.message
             size = len(data)

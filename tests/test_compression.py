@@ -426,7 +426,30 @@ def test_level_changes_output_size(live_server):
 
 def test_default_level_is_6(live):
     status, headers, body, _ = raw_get(live, "/page", "deflate")
-    assert body == zlib.compress(PAGE, 6)
+    assert body == compress(PAGE, "deflate", 6) and zlib.decompress(body) == PAGE
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_isal_when_installed_else_zlib(monkeypatch, fast):
+    """gzip and deflate come from ISA-L (the speed extra) when it is there, else from zlib;
+    either way standard streams at the configured level."""
+    if fast:
+        isal_zlib = pytest.importorskip("isal.isal_zlib")
+        assert compression.isal_zlib is isal_zlib
+        expected = isal_zlib.compressobj(1, isal_zlib.DEFLATED, 31)
+    else:
+        monkeypatch.setattr(compression, "isal_zlib", None)
+        expected = zlib.compressobj(6, zlib.DEFLATED, 31)
+    assert compress(PAGE, "gzip", 6) == expected.compress(PAGE) + expected.flush()
+    assert gzip.decompress(compress(PAGE, "gzip", 6)) == PAGE
+    assert zlib.decompress(compress(PAGE, "deflate", 6)) == PAGE
+    assert len(compress(PAGE, "gzip", 0)) > len(PAGE)  # level 0: stored
+    assert len(compress(PAGE, "gzip", 1)) > len(compress(PAGE, "gzip", 9))
+    encoder, d = StreamEncoder("gzip", 6), zlib.decompressobj(31)
+    for piece in (b"first ", b"second " * 100):
+        assert d.decompress(encoder.compress(piece)) == piece
+    d.decompress(encoder.finish())
+    assert d.eof
 
 
 def test_sizes_of_a_100k_page(live, record_property):
@@ -490,11 +513,14 @@ def test_compressed_bodies_are_cached_by_content():
     from lilush_http.config import DEFAULTS
     policy = Policy(dict(DEFAULTS["compression"], cache_size=200_000))
     page = b"<p>cached page</p>" * 5000  # 90 KB
+    assert gzip.decompress(policy.compress(page, "gzip")) == page  # first sight: not cached
     first = policy.compress(page, "gzip")
     assert gzip.decompress(first) == page
     assert policy.compress(bytes(page), "gzip") is first  # equal bytes: encoded once
+    policy.compress(page, "deflate")
     assert zlib.decompress(policy.compress(page, "deflate")) == page  # per coding
     other = b"<p>another page</p>" * 5000
+    policy.compress(other, "gzip")
     policy.compress(other, "gzip")  # over 200 KB in all: the least recent entry goes
     assert policy.compress(page, "gzip") is not first
     assert gzip.decompress(policy.compress(page, "gzip")) == page
@@ -505,3 +531,19 @@ def test_compression_cache_can_be_disabled():
     policy = Policy(dict(DEFAULTS["compression"], cache_size=0))
     page = b"x" * 50000
     assert policy.compress(page, "gzip") is not policy.compress(page, "gzip")
+
+
+def test_bodies_seen_once_are_not_cached():
+    """A page made anew for every request is compressed each time, never stored;
+    a body that comes back is."""
+    from lilush_http.config import DEFAULTS
+    policy = Policy(DEFAULTS["compression"])
+    for serial in range(50):
+        body = b"<!-- %d -->" % serial + PAGE
+        assert gzip.decompress(policy.compress(body, "gzip")) == body
+    assert policy._cached_bytes == 0
+    same_glimpse = PAGE[:50000] + b"changed in the middle, unsampled" + PAGE[50032:]
+    policy.compress(PAGE, "gzip")
+    policy.compress(same_glimpse, "gzip")  # looks like PAGE: cached, and still correct
+    assert gzip.decompress(policy.compress(PAGE, "gzip")) == PAGE
+    assert policy._cached_bytes > 0

@@ -337,7 +337,7 @@ def test_body_of_tiny_chunks_does_not_amplify_memory(live_server):
         sizes.append(len(body))
         return "ok", 200, {}
     live = live_server(handle, max_body_size=1024 * 1024)
-    sock = live.connect(timeout=30)  # tracemalloc slows the server too: ~5 s on a busy 2-core machine
+    sock = live.connect(timeout=60)  # tracemalloc slows the server (same process) a lot on a busy machine
     data = POST + b"Transfer-Encoding: chunked\r\n\r\n" + b"2\r\nxy\r\n" * 50000 + b"0\r\n\r\n"
     tracemalloc.start()
     try:
