@@ -23,6 +23,7 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
     parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
+    parser.add_argument("--metrics", metavar="IP:PORT", help="serve Prometheus metrics on this address")
     parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
     parser.add_argument("--no-monkey-patch", action="store_true",
                         help="do not run gevent.monkey.patch_all() before importing the handler")
@@ -59,6 +60,11 @@ def build_config(args):
         value = getattr(args, key)
         if value is not None:
             config[key] = value
+    if args.metrics:
+        ip, colon, port = args.metrics.rpartition(":")
+        if not colon or not ip or not port.isdigit():
+            return None, "--metrics: expected IP:PORT, got %r" % args.metrics
+        config["metrics"] = {"ip": ip.strip("[]"), "port": int(port)}
     if bool(args.tls_cert) != bool(args.tls_key):
         return None, "--tls-cert and --tls-key go together"
     if args.tls_cert:

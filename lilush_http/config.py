@@ -8,7 +8,7 @@ import copy
 import ipaddress
 import os
 
-from . import redis_client
+from . import metrics, redis_client
 from .log import LEVELS
 
 DEFAULTS = {
@@ -40,6 +40,7 @@ DEFAULTS = {
     "log_headers": ["referer", "x-real-ip", "user-agent"],
     "ssl": None,
     "redis": None,
+    "metrics": None,
 }
 
 POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
@@ -98,7 +99,7 @@ def validate(cfg):
     if not isinstance(log_headers, (list, tuple)) or not all(isinstance(h, str) for h in log_headers):
         return "log_headers: expected a list of header names, got %r" % (log_headers,)
     return (_validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
-            or redis_client.validate(cfg["redis"]))
+            or redis_client.validate(cfg["redis"]) or metrics.validate(cfg["metrics"]))
 
 
 def _validate_compression(comp):

@@ -55,7 +55,8 @@ class Connection:
     """A client socket with the buffer that makes pipelining and proxying safe."""
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
-                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired")
+                 "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired",
+                 "phase", "received")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -81,6 +82,8 @@ class Connection:
         self.linger = False  # drain unread input before closing (after an error response)
         self.closed = False
         self.sni = sni
+        self.phase = "idle"  # idle, head, body, handler, sending: what the connection waits for
+        self.received = 0  # bytes read and not yet counted by the metrics
 
     # -- reading a request -------------------------------------------------
 
@@ -101,6 +104,7 @@ class Connection:
         """The first bytes of the next request (``pending``: a CR already read that
         may start a CRLF blank line)."""
         self.idle = True
+        self.phase = "idle"
         self.idle_since = now = monotonic()
         deadline = now + timeout
         # Wait until readable, then read once: the client has rarely sent its next
@@ -113,12 +117,14 @@ class Connection:
                 data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
+                self.received += len(data)
                 data = skip_blank_lines(pending + data)
                 if data and data != b"\r":
                     return data
                 pending = data
         finally:
             self.idle = False
+            self.phase = "head"
 
     def _read_rest_of_head(self, buf, timeout, limits):
         deadline = monotonic() + timeout
@@ -137,6 +143,7 @@ class Connection:
         Sends ``100 Continue`` first when the client asked for it and the body
         is not already here.
         """
+        self.phase = "body"
         if request.content_length is not None:
             return self._read_exact(request.content_length, request.expect_continue, timeout)
         if request.chunked:
@@ -179,12 +186,12 @@ class Connection:
         if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
             raise ConnectionEnded(timeout_message, phase_started)
         data = self._read_now(size)
-        if data is not None:
-            return data
-        receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
-        data = self._blocking(receive, size, deadline, timeout_message, phase_started)
-        if not data:
-            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
+        if data is None:
+            receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
+            data = self._blocking(receive, size, deadline, timeout_message, phase_started)
+            if not data:
+                raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
+        self.received += len(data)
         return data
 
     def _recv_when_readable(self, size):

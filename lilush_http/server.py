@@ -25,7 +25,7 @@ from gevent.server import StreamServer
 from gevent.socket import wait_read
 
 from . import config as configuration
-from . import redis_client, tls
+from . import metrics, redis_client, tls
 from .compression import Policy, StreamEncoder
 from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
 from .deadlines import Deadlines
@@ -85,6 +85,7 @@ class Server:
         self._loop_thread = None
         self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
         self._stop_request = None  # (timeout, threading.Event) of such a stop()
+        self._metrics = None  # metrics.Recorder of this process while serving with metrics on
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
         self._access = Logger(access_logger)
@@ -147,6 +148,12 @@ class Server:
             listener = StreamServer.get_listener((ip.strip("[]"), port), cfg["backlog"], family)
         except OSError as exc:
             return None, "failed to bind %s:%s: %s" % (ip, port, exc.strerror or exc)
+        exposition = None
+        if cfg["metrics"] is not None:
+            exposition, err = metrics.listen(cfg["metrics"])
+            if err:
+                listener.close()
+                return None, err
         self._listener = listener
         self._stopping = False
         self._stopped = Event()
@@ -160,10 +167,12 @@ class Server:
                     cfg["connection_limit"], ", %d workers" % cfg["workers"] if cfg["workers"] > 1 else "")
         try:
             if cfg["workers"] > 1:
-                self._supervise(listener, cfg["workers"])
+                self._supervise(listener, cfg["workers"], exposition)
             else:
-                self._serve_on(listener)
+                self._serve_on(listener, exposition)
         finally:
+            if exposition is not None:
+                exposition.close()
             self._stop_async.stop()
             self._stop_async.close()
             self._stop_async = None
@@ -171,15 +180,35 @@ class Server:
             self._listener = None
         return None, None
 
-    def _serve_on(self, listener):
-        """Accept on ``listener`` in this process until stopped."""
+    def _serve_on(self, listener, exposition=None):
+        """Accept on ``listener`` in this process until stopped (and serve this
+        process's metrics on ``exposition``)."""
         self._pool = Pool(self.cfg["connection_limit"])
         self._server = StreamServer(listener, self._serve_connection, spawn=self._pool)
+        if self.cfg["metrics"] is not None:
+            self._metrics = metrics.Recorder(self)
+            self._metrics.start()
+            if exposition is not None:
+                exposition.start(self._metrics)
         self._server.start()
         self._stopped.wait()
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
 
-    def _supervise(self, listener, count):
-        """Fork ``count`` workers on the shared listener and keep that many alive."""
+    def _supervise(self, listener, count, exposition=None):
+        """Fork ``count`` workers on the shared listener and keep that many alive
+        (and serve the sum of their metrics on ``exposition``)."""
+        if exposition is not None:
+            metrics.prepare_multiprocess()
+            exposition.start()
+        try:
+            self._keep_workers(listener, count, exposition)
+        finally:
+            if exposition is not None:
+                metrics.finish_multiprocess()
+
+    def _keep_workers(self, listener, count, exposition):
         workers = {}  # pid -> start time
         while True:
             while not self._stopping and len(workers) < count:
@@ -187,6 +216,8 @@ class Server:
                 if pid == 0:
                     _die_with_parent()
                     try:
+                        if exposition is not None:
+                            exposition.close()  # the supervisor's; forked along
                         self._serve_on(listener)
                     finally:
                         os._exit(0)
@@ -202,6 +233,8 @@ class Server:
                 self._stopped.wait(0.2)
                 continue
             started = workers.pop(pid, None)
+            if exposition is not None:
+                metrics.worker_ended(pid)
             if started is not None and not self._stopping:
                 logger.warning("worker %d ended (%s); starting another", pid, _exit_reason(status))
                 if time.monotonic() - started < 1:
@@ -262,6 +295,7 @@ class Server:
                 sock, sni = certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
             except tls.HandshakeFailed as exc:
                 logger.debug("connection from %s: %s", client_ip, exc)
+                metrics.record_tls_handshake_failure()
                 sock.close()
                 return
             finally:
@@ -288,6 +322,8 @@ class Server:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
+            if self._metrics is not None:
+                self._metrics.connection_closed(conn)
             conn.close()
 
     def _make_room(self):
@@ -348,6 +384,7 @@ class Server:
         ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": client_ip,
                "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version}
         keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
+        conn.phase = "handler"
         try:
             result = self.handle(method, request.query, request.args, headers, body, ctx)
             keep_alive = keep_alive and not self._stopping
@@ -364,6 +401,7 @@ class Server:
                 status = 200
             elif type(status) is int and 100 <= status < 200:
                 keep_alive = False  # after an informational final answer, HTTP cannot go on
+            conn.phase = "sending"
             if content is None or isinstance(content, FIXED_CONTENT):
                 data, keep_alive = render(status, response_headers, content, keep_alive,
                                           request.version == "HTTP/1.0", method == "HEAD",
@@ -394,6 +432,8 @@ class Server:
             size = len(data)
         if access_logger.isEnabledFor(ACCESS):
             self._log_access(request, client_ip, status, size, started, forwarded_real_ip)
+        if self._metrics is not None:
+            self._metrics.request(conn, method, status, size, started)
         return ("keep-alive" if keep_alive else "close"), None
 
     def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
@@ -449,6 +489,8 @@ class Server:
         logger.debug("refused request from %s: %d %s", client_ip, status, message)
         if access_logger.isEnabledFor(ACCESS):
             self._log_access(request, client_ip, status, len(data), None, None)
+        if self._metrics is not None:
+            self._metrics.request(conn, request.method if request is not None else "-", status, len(data), None)
         return None, message
 
     def _send_quietly(self, conn, data):
