@@ -255,7 +255,7 @@ def test_bad_config_value(tmp_path, cfg, word):
 
 def test_bad_port_on_command_line(tmp_path):
     check_error(cli(["--port", "70000"], tmp_path), "port")
-    check_error(cli(["--port", "http"], tmp_path), "port", "invalid int", max_lines=6)  # argparse: usage too
+    check_error(cli(["--port", "http"], tmp_path), "port", "invalid int", max_lines=8)  # argparse: usage too
 
 
 def test_bad_ip_on_command_line(tmp_path):
@@ -282,7 +282,7 @@ def test_port_in_use(tmp_path):
 
 
 def test_unknown_option(tmp_path):
-    check_error(cli(["--bogus"], tmp_path), "--bogus", max_lines=6)
+    check_error(cli(["--bogus"], tmp_path), "--bogus", max_lines=8)
 
 
 # -- signals ---------------------------------------------------------------------------------------
