@@ -83,28 +83,25 @@ def loop(count, with_metrics):
     return (time.process_time() - started) / count * 1e6
 
 
-def loop_main(args):
-    variants = [("off", ROOT, False), ("on", ROOT, True)]
-    if args.code:
-        variants.insert(0, ("baseline off", os.path.abspath(args.code), False))
-    results = {name: [] for name, _, _ in variants}
-    for round_ in range(args.repeat):
-        for name, code, with_metrics in variants:
-            command = [PY, os.path.abspath(__file__), "--loop-run", str(args.requests)] + (
-                ["--metrics"] if with_metrics else [])
-            if shutil.which("taskset"):
-                command = ["taskset", "-c", "0"] + command
-            output = subprocess.run(command, cwd=code,
-                                    capture_output=True, text=True, timeout=600)
-            assert output.returncode == 0, output.stderr
-            results[name].append(float(output.stdout))
-            print("round %d %-12s %6.2f us/request cpu" % (round_ + 1, name, results[name][-1]), flush=True)
-    print()
-    reference = statistics.median(results[variants[0][0]])
-    for name, runs in results.items():
-        cpu = statistics.median(runs)
-        print("%-12s median %6.2f us/request cpu (%+.2f us, %.3fx %s)"
-              % (name, cpu, cpu - reference, cpu / reference, variants[0][0]))
+def wrk_run(code, with_metrics, args):
+    """Server CPU µs per request and req/s of one wrk run against a fresh server."""
+    process, url = start(code, with_metrics)
+    try:
+        result = run_wrk(url, [], args.duration, args.connections, process.pid)
+    finally:
+        stop(process)
+    return result["cpu_us"], result["rps"]
+
+
+def loop_run(code, with_metrics, args):
+    """CPU µs per request of one in-process loop, in a fresh process in ``code``."""
+    command = [PY, os.path.abspath(__file__), "--loop-run", str(args.requests)] + (
+        ["--metrics"] if with_metrics else [])
+    if shutil.which("taskset"):
+        command = ["taskset", "-c", "0"] + command
+    output = subprocess.run(command, cwd=code, capture_output=True, text=True, timeout=600)
+    assert output.returncode == 0, output.stderr
+    return float(output.stdout), None
 
 
 def main():
@@ -121,29 +118,24 @@ def main():
     args = parser.parse_args()
     if args.loop_run:
         return print(loop(args.loop_run, args.metrics))
-    if args.loop:
-        return loop_main(args)
+    measure = loop_run if args.loop else wrk_run
     variants = [("off", ROOT, False), ("on", ROOT, True)]
     if args.code:
         variants.insert(0, ("baseline off", os.path.abspath(args.code), False))
     results = {name: [] for name, _, _ in variants}
     for round_ in range(args.repeat):
         for name, code, with_metrics in variants:
-            process, url = start(code, with_metrics)
-            try:
-                result = run_wrk(url, [], args.duration, args.connections, process.pid)
-            finally:
-                stop(process)
-            results[name].append(result)
-            print("round %d %-12s %8.0f req/s %6.2f us/request cpu, %d errors"
-                  % (round_ + 1, name, result["rps"], result["cpu_us"], result["errors"]), flush=True)
+            cpu, rps = measure(code, with_metrics, args)
+            results[name].append((cpu, rps))
+            print("round %d %-12s %6.2f us/request cpu%s" % (
+                round_ + 1, name, cpu, ", %.0f req/s" % rps if rps else ""), flush=True)
     print()
-    reference = statistics.median(r["cpu_us"] for r in results[variants[0][0]])
+    reference = statistics.median(cpu for cpu, _ in results[variants[0][0]])
     for name, runs in results.items():
-        cpu = statistics.median(r["cpu_us"] for r in runs)
-        rps = statistics.median(r["rps"] for r in runs)
-        print("%-12s median %8.0f req/s %6.2f us/request cpu (%.3fx %s)"
-              % (name, rps, cpu, cpu / reference, variants[0][0]))
+        cpu = statistics.median(cpu for cpu, _ in runs)
+        print("%-12s median %6.2f us/request cpu (%+.2f us, %.3fx %s), min %6.2f%s" % (
+            name, cpu, cpu - reference, cpu / reference, variants[0][0], min(cpu for cpu, _ in runs),
+            ", median %.0f req/s" % statistics.median(rps for _, rps in runs) if runs[0][1] else ""))
 
 
 if __name__ == "__main__":
