@@ -56,7 +56,7 @@ class Connection:
 
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni",
                  "buf", "idle", "idle_since", "linger", "closed", "deadline", "expiry_how", "expired",
-                 "phase", "received")
+                 "phase")
 
     def __init__(self, sock, sni=None, tls=False):
         self.sock = sock
@@ -83,7 +83,6 @@ class Connection:
         self.closed = False
         self.sni = sni
         self.phase = "idle"  # idle, head, body, handler, sending: what the connection waits for
-        self.received = 0  # bytes read and not yet counted by the metrics
 
     # -- reading a request -------------------------------------------------
 
@@ -117,7 +116,6 @@ class Connection:
                 data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
-                self.received += len(data)
                 data = skip_blank_lines(pending + data)
                 if data and data != b"\r":
                     return data
@@ -186,12 +184,12 @@ class Connection:
         if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
             raise ConnectionEnded(timeout_message, phase_started)
         data = self._read_now(size)
-        if data is None:
-            receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
-            data = self._blocking(receive, size, deadline, timeout_message, phase_started)
-            if not data:
-                raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
-        self.received += len(data)
+        if data is not None:
+            return data
+        receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
+        data = self._blocking(receive, size, deadline, timeout_message, phase_started)
+        if not data:
+            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
         return data
 
     def _recv_when_readable(self, size):

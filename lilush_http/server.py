@@ -300,7 +300,8 @@ class Server:
                 return
             finally:
                 self._handshaking.discard(fd)
-        conn = Connection(sock, sni, certificates is not None)
+        conn = (Connection if self._metrics is None else metrics.CountingConnection)(
+            sock, sni, certificates is not None)
         self._connections.add(conn)
         self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
