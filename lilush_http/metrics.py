@@ -12,6 +12,7 @@ import os
 import shutil
 import socket
 import tempfile
+from socket import SHUT_RD
 import traceback
 from bisect import bisect_left
 from time import perf_counter
@@ -91,6 +92,9 @@ def _count(counts, key, n=1):
     counts[key] = counts.get(key, 0) + n
 
 
+BLOCKING = Connection._blocking
+
+
 class CountingConnection(Connection):
     """A Connection that counts the bytes it reads: the server makes these only
     while metrics are on, so the count costs nothing when they are off."""
@@ -107,8 +111,9 @@ class CountingConnection(Connection):
             self.received += len(data)
         return data
 
-    def _blocking(self, *args, **kwargs):
-        result = Connection._blocking(self, *args, **kwargs)  # the bytes of a read, None after a send
+    def _blocking(self, operation, argument, deadline, timeout_message, phase_started, how=SHUT_RD):
+        # The bytes of a read, None after a send.
+        result = BLOCKING(self, operation, argument, deadline, timeout_message, phase_started, how)
         if type(result) is bytes:
             self.received += len(result)
         return result
@@ -161,8 +166,10 @@ class Recorder:
     def request(self, conn, method, status, size, started):
         """One answered request: ``started`` is its perf_counter time, or None (refused)."""
         key = (method, status)
-        requests = self.requests
-        requests[key] = requests.get(key, 0) + 1
+        try:
+            self.requests[key] += 1
+        except KeyError:
+            self.requests[key] = 1
         if started is not None:
             duration = perf_counter() - started
             self.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
