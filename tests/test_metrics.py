@@ -9,7 +9,7 @@ import time
 import pytest
 import requests
 
-from lilush_http import metrics, server
+from lilush_http import server
 from conftest import cli, free_port, read_response, read_to_end
 
 parser = pytest.importorskip("prometheus_client.parser")
