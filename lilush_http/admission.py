@@ -31,6 +31,7 @@ from array import array
 import gevent
 from gevent.socket import wait_read
 
+from . import metrics
 from .connection import monotonic
 
 logger = logging.getLogger("lilush_http")
@@ -161,6 +162,7 @@ class Admission:
         for rate, conn, elapsed, moved in slow[:waiting]:
             logger.info("slow client %s cut to free a slot: %d bytes in %.2f s while %s, under min_rate %d bytes/s",
                         conn.client_ip, moved, elapsed, PHASE_WORDS[conn.phase], floor)
+            metrics.record_slow_client_cut(conn.phase)
             conn.cut()
             cut += 1
         need = waiting - cut - sum(1 for t in released.values() if now - t < window)
@@ -169,6 +171,7 @@ class Admission:
             logger.info("connection from %s asked to close after its response (%s) to free a slot",
                         conn.client_ip, conn.phase)
             conn.close_requested = True
+            metrics.record_reclaim("close_requested")
             released[conn] = now
             asked += 1
         need -= asked
@@ -180,6 +183,7 @@ class Admission:
                 logger.info("idle keep-alive connection from %s closed after %.1f s to free a slot",
                             conn.client_ip, now - conn.idle_since)
                 conn.evict()
+                metrics.record_reclaim("idle")
                 evicted += 1
         return cut, asked, evicted
 

@@ -18,7 +18,7 @@ from . import config as configuration
 
 # Config keys with a hand-written flag (the other scalar keys get a generated one).
 OWN_FLAGS = ("ip", "port", "log_level", "workers", "access_log", "error_log",
-             "unix_socket", "fd", "reuse_port", "trusted_proxies", "proxy_protocol")
+             "unix_socket", "fd", "reuse_port", "trusted_proxies", "proxy_protocol", "metrics")
 
 
 def _scalar(text):
@@ -60,6 +60,7 @@ def parse_args(argv):
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
     parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
+    parser.add_argument("--metrics", metavar="IP:PORT", help="serve Prometheus metrics on this address")
     parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
     parser.add_argument("--unix", metavar="PATH", help="listen on a unix socket instead of ip/port")
     parser.add_argument("--fd", type=int, metavar="N", help="serve on the listening socket inherited as descriptor N")
@@ -154,6 +155,11 @@ def build_config(args):
         config["unix_socket"] = args.unix
     if args.trusted_proxies is not None:
         config["trusted_proxies"] = [a.strip() for a in args.trusted_proxies.split(",") if a.strip()]
+    if args.metrics:
+        ip, colon, port = args.metrics.rpartition(":")
+        if not colon or not ip or not port.isdigit():
+            return None, "--metrics: expected IP:PORT, got %r" % args.metrics
+        config["metrics"] = {"ip": ip.strip("[]"), "port": int(port)}
     if bool(args.tls_cert) != bool(args.tls_key):
         return None, "--tls-cert and --tls-key go together"
     if args.tls_cert:

@@ -9,7 +9,7 @@ import difflib
 import ipaddress
 import os
 
-from . import redis_client
+from . import metrics, redis_client
 from .forwarding import check_trusted_proxies
 from .log import LEVELS
 
@@ -63,6 +63,7 @@ DEFAULTS = {
         "close_timeout": 5,
         "compression": True,
     },
+    "metrics": None,
 }
 
 POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
@@ -130,7 +131,8 @@ def validate(cfg):
     if err:
         return err
     return (_validate_compression(cfg["compression"]) or _validate_ssl(cfg["ssl"])
-            or redis_client.validate(cfg["redis"]) or _validate_websocket(cfg["websocket"]))
+            or redis_client.validate(cfg["redis"]) or _validate_websocket(cfg["websocket"])
+            or metrics.validate(cfg["metrics"]))
 
 
 def unknown_keys(config, defaults=DEFAULTS, prefix=""):

@@ -176,6 +176,7 @@ class Connection:
         Sends ``100 Continue`` first when the client asked for it and the body
         is not already here.
         """
+        self.phase = "body"
         if request.content_length is not None:
             return self._read_exact(request.content_length, request.expect_continue, timeout)
         if request.chunked:

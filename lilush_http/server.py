@@ -23,7 +23,7 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import config as configuration
-from . import forwarding, listeners, redis_client, tls, websocket
+from . import forwarding, listeners, metrics, redis_client, tls, websocket
 from .access import AccessLog, access_logger
 from .body import BodyReader, BodyReadError
 from .admission import Admission
@@ -80,6 +80,7 @@ class Server:
         self._server = None
         self._listener = None
         self._listening = None  # the listeners.Listener while serving (its name for the start line)
+        self._exposition = None  # the metrics listener (metrics.Exposition) while serving with metrics on
         self._pool = None
         self._connections = set()
         self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
@@ -89,6 +90,7 @@ class Server:
         self._loop_thread = None
         self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
         self._stop_request = None  # (timeout, threading.Event) of such a stop()
+        self._metrics = None  # metrics.Recorder of this process while serving with metrics on
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
@@ -161,6 +163,11 @@ class Server:
         if err:
             return None, err
         listener = listening.sock
+        if cfg["metrics"] is not None:  # bound before any fork, so a busy port is this call's error
+            self._exposition, err = metrics.listen(cfg["metrics"])
+            if err:
+                listening.close()
+                return None, err
         self._listening = listening
         self._begin(listener)
         try:
@@ -175,6 +182,9 @@ class Server:
             self._end()
             listening.close()
             self._listening = None
+            if self._exposition is not None:
+                self._exposition.close()
+                self._exposition = None
         return None, err
 
     def serve_worker(self, listener, ready):
@@ -214,12 +224,20 @@ class Server:
         """Accept on ``listener`` in this process until stopped."""
         self._pool = self._websockets.pool = Pool(self.cfg["connection_limit"])
         self._server = StreamServer(listener, self._serve_connection, spawn=self._pool)
+        if self.cfg["metrics"] is not None:
+            self._metrics = metrics.Recorder(self)
+            self._metrics.start()
+            if self._exposition is not None:  # serving in this process: its metrics are the sum
+                self._exposition.start(self._metrics)
         self._server.start()
         if ready is None:
             self.log_serving()
         else:
             ready()
         self._stopped.wait()
+        if self._metrics is not None:
+            self._metrics.stop()
+            self._metrics = None
 
     def stop(self, timeout=5, idle_grace=0):
         """Stop accepting, close idle keep-alive connections, let requests in flight
@@ -294,11 +312,13 @@ class Server:
                 sock, sni = certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
             except tls.HandshakeFailed as exc:
                 logger.debug("connection from %s: %s", client_ip, exc)
+                metrics.record_tls_handshake_failure()
                 sock.close()
                 return
             finally:
                 self._handshaking.discard(fd)
-        conn = Connection(sock, sni, certificates is not None)
+        conn = (Connection if self._metrics is None else metrics.CountingConnection)(
+            sock, sni, certificates is not None)
         conn.sessions = self._websockets
         conn.client_ip = client_ip
         if not self._admission.admit(conn):
@@ -325,6 +345,8 @@ class Server:
         finally:
             self._connections.discard(conn)
             self._admission.leave(conn)
+            if self._metrics is not None:
+                self._metrics.connection_closed(conn)
             conn.close()
 
     def _read_proxy_header(self, sock, peer):
@@ -468,6 +490,8 @@ class Server:
             conn.linger = not keep_alive  # closing: drain (bounded) so the response is not reset away
         if access_logger.isEnabledFor(ACCESS):
             self._access.log(request, real_ip, status, size, started, forwarded_real_ip, trusted=trusted)
+        if self._metrics is not None:
+            self._metrics.request(conn, method, status, size, started)
         return ("keep-alive" if keep_alive else "close"), None
 
     def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
@@ -534,6 +558,8 @@ class Server:
             request.headers["x-real-ip"] = client_ip  # what the client claims stays out of the log
         if access_logger.isEnabledFor(ACCESS):
             self._access.log(request, client_ip, status, len(data), None, None, conn.refused_head)
+        if self._metrics is not None:
+            self._metrics.request(conn, request.method if request is not None else "-", status, len(data), None)
         return None, message
 
     def _send_quietly(self, conn, data):

@@ -19,7 +19,7 @@ from gevent.event import Event
 from gevent.os import waitpid
 from gevent.select import select
 
-from . import log
+from . import log, metrics
 
 logger = logging.getLogger("lilush_http")
 
@@ -74,8 +74,10 @@ class Supervisor:
         """Start the workers and keep them running until the server is stopped;
         returns None, or an error when the first workers could not start."""
         self.listener = listener
-        # Before the first fork: the place for setup the workers must share
-        # (e.g. a metrics multiprocess directory).
+        exposition = self.server._exposition
+        if exposition is not None:  # before the first fork: the workers share one metrics directory
+            metrics.prepare_multiprocess()
+            exposition.start()
         if self.app is not None:
             self._watch_signals()
         try:
@@ -89,6 +91,8 @@ class Supervisor:
             for watcher in self._watchers:
                 watcher.cancel()
             self._stop_workers()
+            if exposition is not None:
+                metrics.finish_multiprocess()
 
     def _supervise(self):
         while not self.server._stopping:
@@ -121,6 +125,8 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
+            if self.server._exposition is not None:
+                metrics.worker_ended(pid)
             generation, started = worker
             if generation != self.generation or self.server._stopping:
                 logger.debug("worker %d ended (%s)", pid, _exit_reason(status))
@@ -231,6 +237,9 @@ class Supervisor:
                 watcher.cancel()
             for fd in self._pending:
                 os.close(fd)
+            if self.server._exposition is not None:  # the supervisor's, forked along
+                self.server._exposition.close()
+                self.server._exposition = None
             if self.app is None:
                 server = self.server
             else:

@@ -35,6 +35,7 @@ from wsproto import frame_protocol
 from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token
 
+from . import metrics
 from .connection import RECV_SIZE, ConnectionEnded, monotonic, shutdown
 from .response import date_lines, render, status_line
 
@@ -429,10 +430,12 @@ class Sessions:
         self.open[ws] = greenlet
         if self.pool is not None and greenlet in self.pool:
             self.pool.discard(greenlet)
+        metrics.websocket_opened()
         return True
 
     def remove(self, ws):
-        self.open.pop(ws, None)
+        if self.open.pop(ws, None) is not None:
+            metrics.websocket_closed()
 
     def close_all(self, code=GOING_AWAY, reason="server shutting down"):
         """Send every session the close frame (each in its own greenlet: a slow peer delays no other)."""

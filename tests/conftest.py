@@ -179,11 +179,15 @@ class Proc:
         self.reader = threading.Thread(target=self._read, daemon=True)
         self.reader.start()
         self.port = port
-        if wait_start:
-            line = self.wait_for(START.search)
-            self.port = int(START.search(line).group(1))
-        elif port is not None:
-            self.wait_listening()
+        try:
+            if wait_start:
+                line = self.wait_for(START.search)
+                self.port = int(START.search(line).group(1))
+            elif port is not None:
+                self.wait_listening()
+        except BaseException:  # the run fixture never sees this Proc: do not leave it running
+            self.kill()
+            raise
         self.url = "http://127.0.0.1:%d" % self.port if self.port else None
 
     def _read(self):

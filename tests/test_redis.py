@@ -24,29 +24,38 @@ from conftest import free_port
 redis = pytest.importorskip("redis")
 
 
-@pytest.fixture(scope="module")
-def redis_server(tmp_path_factory):
-    """A real redis-server on a free port in a temporary directory."""
+def start_redis(directory, *args, client=None):
+    """redis-server ARGS in ``directory``, once ``client`` (default: on ``--port``) answers PING."""
     binary = shutil.which("redis-server")
     if binary is None:
         if os.environ.get("LILUSH_HTTP_REQUIRE_REDIS") == "1":
             pytest.fail("redis-server is not installed and LILUSH_HTTP_REQUIRE_REDIS=1")
         pytest.skip("redis-server is not installed")
-    directory = tmp_path_factory.mktemp("redis")
-    port = free_port()
-    process = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                                "--appendonly", "no", "--dir", str(directory)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    client = redis.Redis(port=port)
+    process = subprocess.Popen([binary, *args, "--bind", "127.0.0.1", "--dir", str(directory)],
+                               cwd=str(directory), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = client or redis.Redis(port=int(args[list(args).index("--port") + 1]))
     deadline = time.monotonic() + 10
     while True:
         try:
             client.ping()
-            break
+            return process
         except redis.ConnectionError:
             assert process.poll() is None, "redis-server exited"
             assert time.monotonic() < deadline, "redis-server did not start"
             time.sleep(0.05)
+
+
+@pytest.fixture(scope="module")
+def redis_directory(tmp_path_factory):
+    return tmp_path_factory.mktemp("redis")
+
+
+@pytest.fixture(scope="module")
+def redis_server(redis_directory):
+    """A real redis-server on a free port (and the unix socket redis.sock) in a temporary directory."""
+    port = free_port()
+    process = start_redis(redis_directory, "--port", str(port), "--save", "", "--appendonly", "no",
+                          "--unixsocket", str(redis_directory / "redis.sock"), "--unixsocketperm", "700")
     yield port
     process.terminate()
     process.wait(10)
@@ -169,3 +178,75 @@ def test_monkeypatched_requests_in_handlers_run_concurrently(tmp_path, run):
     finally:
         backend.shutdown()
         backend.server_close()
+
+
+def counting_app(tmp_path, redis_config):
+    write_app(tmp_path, """
+        def handle(method, query, args, headers, body, ctx):
+            return str(ctx["redis"].incr("url-hits")), 200, {"content-type": "text/plain"}
+    """, {"redis": redis_config, "log_level": "info"})
+
+
+def test_redis_url_and_unix_url(redis_server, redis_directory, tmp_path, run):
+    for db, url in [(3, "redis://127.0.0.1:%d/3" % redis_server),
+                    (4, "unix://%s?db=4" % (redis_directory / "redis.sock"))]:
+        client = redis.Redis(port=redis_server, db=db)
+        client.set("url-hits", 10)
+        counting_app(tmp_path, {"url": url})
+        live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
+        assert [requests.get(live.url).text for _ in range(3)] == ["11", "12", "13"]
+        assert int(client.get("url-hits")) == 13
+        live.kill()
+
+
+def test_rediss_url_with_a_tls_redis(tmp_path, run):
+    trustme = pytest.importorskip("trustme")
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    paths = {name: str(tmp_path / name) for name in ("ca.pem", "cert.pem", "key.pem")}
+    ca.cert_pem.write_to_path(paths["ca.pem"])
+    cert.cert_chain_pems[0].write_to_path(paths["cert.pem"])
+    cert.private_key_pem.write_to_path(paths["key.pem"])
+    port = free_port()
+    client = redis.Redis(host="127.0.0.1", port=port, ssl=True, ssl_ca_certs=paths["ca.pem"])
+    process = start_redis(tmp_path, "--port", "0", "--tls-port", str(port), "--tls-cert-file", paths["cert.pem"],
+                          "--tls-key-file", paths["key.pem"], "--tls-ca-cert-file", paths["ca.pem"],
+                          "--tls-auth-clients", "no", "--save", "", client=client)
+    try:
+        client.set("url-hits", 41)
+        counting_app(tmp_path, {"url": "rediss://127.0.0.1:%d/0?ssl_ca_certs=%s" % (port, paths["ca.pem"])})
+        live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
+        assert requests.get(live.url).text == "42"
+        assert int(client.get("url-hits")) == 42
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+def test_sentinel_finds_the_master(redis_server, tmp_path, run):
+    port = free_port()
+    (tmp_path / "sentinel.conf").write_text(
+        "port %d\nsentinel monitor main-redis 127.0.0.1 %d 1\n" % (port, redis_server))
+    process = start_redis(tmp_path, str(tmp_path / "sentinel.conf"), "--sentinel", "--port", str(port))
+    try:
+        redis.Redis(port=redis_server).set("url-hits", 99)
+        counting_app(tmp_path, {"sentinels": [["127.0.0.1", port]], "service_name": "main-redis"})
+        live = run(["app:handle", "--port", "0", "--config", "config.json"], tmp_path)
+        assert requests.get(live.url).text == "100"
+        assert int(redis.Redis(port=redis_server).get("url-hits")) == 100
+    finally:
+        process.terminate()
+        process.wait(10)
+
+
+@pytest.mark.parametrize("bad,message", [
+    ({"url": "http://x"}, "redis.url: expected a redis://"),
+    ({"url": "redis://x", "port": 6379}, "redis.port: give url or port, not both"),
+    ({"sentinels": [["127.0.0.1", 26379]]}, "redis.service_name: the master's name is required"),
+    ({"sentinels": ["127.0.0.1:26379"], "service_name": "m"}, "redis.sentinels: expected a list of [host, port]"),
+    ({"service_name": "m"}, "redis.service_name: given without sentinels"),
+    ({"url": "redis://x", "sentinels": [["a", 1]], "service_name": "m"}, "redis.url: give url or sentinels"),
+])
+def test_bad_redis_url_or_sentinel_config(bad, message):
+    srv, err = server.new({"redis": bad})
+    assert srv is None and err.startswith(message), err
