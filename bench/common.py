@@ -66,16 +66,39 @@ def loud_lines(text):
             if " WARNING " in line or " ERROR " in line or "Traceback" in line or " CRITICAL " in line]
 
 
+def process_tree(pid):
+    """``pid`` and its descendants: the CLI is a supervisor whose workers serve."""
+    pids = [pid]
+    for parent in pids:
+        try:
+            with open("/proc/%d/task/%d/children" % (parent, parent)) as f:
+                pids += [int(child) for child in f.read().split()]
+        except OSError:
+            pass
+    return pids
+
+
 def rss_mb(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
+    """Resident memory of ``pid`` and its workers, in MB."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            with open("/proc/%d/status" % member) as f:
+                total += next((int(line.split()[1]) for line in f if line.startswith("VmRSS:")), 0)
+        except OSError:
+            pass
+    return total / 1024.0
 
 
 def fd_count(pid):
-    return len(os.listdir("/proc/%d/fd" % pid))
+    """Open descriptors of ``pid`` and its workers."""
+    total = 0
+    for member in process_tree(pid):
+        try:
+            total += len(os.listdir("/proc/%d/fd" % member))
+        except OSError:
+            pass
+    return total
 
 
 def run_workers(targets, progress, every=10):
