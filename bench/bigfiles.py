@@ -14,7 +14,6 @@
 import argparse
 import hashlib
 import os
-import selectors
 import shutil
 import socket
 import tempfile
@@ -70,7 +69,6 @@ class PeakRSS:
 
 def slow_readers(port, count, data, seconds):
     """(clients that got a correct 200 head, bytes read and checked, mismatches)."""
-    sel = selectors.DefaultSelector()
     request = b"GET /big.bin HTTP/1.1\r\nHost: bench\r\n\r\n"
     state = {}
     for _ in range(count):

@@ -134,6 +134,7 @@ def _offer_websocket(environ, method, headers, ctx):
 
 
 def _close(result):
+    """Call the WSGI result's close(), as PEP 3333 asks, when it has one."""
     close = getattr(result, "close", None)
     if close is not None:
         close()
@@ -152,9 +153,7 @@ def _stream(result, response):
         if response.status is None:
             raise AssertionError("WSGI application produced a body without calling start_response")
     except BaseException:
-        close = getattr(result, "close", None)
-        if close is not None:
-            close()
+        _close(result)
         raise
     response.started = True
     return _Body(response.written + [first], iterator, result), response.status, response.headers
@@ -179,6 +178,4 @@ class _Body:
             yield chunk
 
     def close(self):
-        close = getattr(self._result, "close", None)
-        if close is not None:
-            close()
+        _close(self._result)

@@ -7,7 +7,6 @@ are the ones README's "Deploying" section shows (test_readme_shows_these_configs
 import json
 import os
 import re
-import signal
 import socket
 import stat
 import subprocess

@@ -5,7 +5,6 @@ range and validator rules with plain values."""
 import gzip
 import os
 import re
-import ssl
 import subprocess
 import time
 from email.utils import formatdate
