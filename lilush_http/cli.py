@@ -49,6 +49,11 @@ def _keys_help():
 
 
 def parse_args(argv):
+    return make_parser().parse_args(argv)
+
+
+def make_parser():
+    """The command line's parser (docs/cli.rst is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="lilush-http", usage="%(prog)s [MODULE:HANDLER] [options]",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_keys_help(),
@@ -91,7 +96,7 @@ def parse_args(argv):
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config key: dotted for nested ones, the value as JSON "
                              "(e.g. --set compression.level=9 --set 'log_headers=[\"referer\"]')")
-    return parser.parse_args(argv)
+    return parser
 
 
 def check_spec(spec, what="handler"):
