@@ -26,3 +26,4 @@ html_static_path = []
 html_show_sourcelink = False
 pygments_style = "sphinx"
 highlight_language = "python"
+smartquotes = False  # --flags and "quotes" stay as typed

@@ -69,7 +69,8 @@ def make_parser():
                         help="Cache-Control sent with every file under --root (e.g. 'public, max-age=3600')")
     parser.add_argument("--no-listing", action="store_true",
                         help="answer 404 for a directory under --root without index.html")
-    parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"])
+    parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"],
+                        help="messages logged: access logs every request (default access)")
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
     parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
