@@ -25,5 +25,5 @@ html_title = "lilush_http %s" % release
 html_static_path = []
 html_show_sourcelink = False
 pygments_style = "sphinx"
-highlight_language = "python"
+highlight_language = "none"  # literal blocks are output; code says its language
 smartquotes = False  # --flags and "quotes" stay as typed

@@ -20,7 +20,8 @@ def handle(method, query, args, headers, body, ctx):
 
 
 if __name__ == "__main__":
-    srv, err = server.new({"port": int(os.environ.get("PORT", "8080"))}, handle)
+    port = int(os.environ.get("PORT", "8080"))
+    srv, err = server.new({"ip": "127.0.0.1", "port": port}, handle)
     if srv is None:
         raise SystemExit(err)
     srv.serve()

@@ -27,7 +27,8 @@ def upload():
 if __name__ == "__main__":
     from lilush_http import server, wsgi
 
-    srv, err = server.new({"port": int(os.environ.get("PORT", "8080"))}, wsgi.to_handle(app))
+    port = int(os.environ.get("PORT", "8080"))
+    srv, err = server.new({"ip": "127.0.0.1", "port": port}, wsgi.to_handle(app))
     if srv is None:
         raise SystemExit(err)
     srv.serve()

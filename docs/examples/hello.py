@@ -15,8 +15,9 @@ def handle(method, query, args, headers, body, ctx):
     return "not here\n", 404, {"content-type": "text/plain"}
 
 
-if __name__ == "__main__":  # python hello.py (lilush-http imports the module and skips this)
-    srv, err = server.new({"ip": "127.0.0.1", "port": int(os.environ.get("PORT", "8080"))}, handle)
+if __name__ == "__main__":  # python hello.py; lilush-http imports the module and skips this
+    port = int(os.environ.get("PORT", "8080"))
+    srv, err = server.new({"ip": "127.0.0.1", "port": port}, handle)
     if srv is None:
         raise SystemExit(err)
     srv.serve()  # blocks until Ctrl-C

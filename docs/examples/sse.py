@@ -24,5 +24,6 @@ def handle(method, query, args, headers, body, ctx):
                 yield "id: %d\nevent: tick\ndata: %s\n\n" % (i, json.dumps(state()))
                 gevent.sleep(1)
                 yield ": heartbeat\n\n"  # a client that left is noticed at the next write
-        return events(), 200, {"content-type": "text/event-stream", "cache-control": "no-cache"}
+        headers = {"content-type": "text/event-stream", "cache-control": "no-cache"}
+        return events(), 200, headers
     return "not here\n", 404, {"content-type": "text/plain"}

@@ -21,7 +21,8 @@ CONFIG = {
 
 
 def handle(method, query, args, headers, body, ctx):
-    return "Hello over %s, %s\n" % (ctx["scheme"], ctx["sni"]), 200, {"content-type": "text/plain"}
+    greeting = "Hello over %s, %s\n" % (ctx["scheme"], ctx["sni"])  # sni: None without SNI
+    return greeting, 200, {"content-type": "text/plain"}
 
 
 if __name__ == "__main__":
