@@ -34,6 +34,7 @@ bench: $(STAMP)
 # -W: any warning fails, -n: every reference must resolve; then every internal link and
 # image of the built pages is checked (no network: external links are not visited).
 docs: $(STAMP)
+	rm -rf docs/_build/html
 	$(BIN)/python -m sphinx -W -n --keep-going -q -b html docs docs/_build/html
 	$(BIN)/python docs/_ext/internal_links.py docs/_build/html
 

@@ -15,7 +15,6 @@ release = version = lilush_http.__version__
 
 extensions = ["sphinx.ext.autodoc", "lilush_docs"]
 nitpicky = True
-nitpick_ignore_regex = [("py:.*", r".*")]  # docstrings name gevent and stdlib types we do not link to
 autodoc_member_order = "bysource"
 autodoc_typehints = "none"
 exclude_patterns = ["_build", "_generated"]

@@ -261,3 +261,21 @@ def test_pages_and_search_in_chromium(built_docs, live_server, tmp_path):
         assert seen["badLinks"] == [] and seen["badImages"] == [], (page, seen)
     assert report["pages"]["benchmarks.html"]["images"] >= 2
     assert any(hit.startswith("settings.html") for hit in report["search"]), report["search"]
+
+
+def test_benchmark_charts_are_drawn_from_the_results(tmp_path):
+    pytest.importorskip("matplotlib")
+    from xml.etree import ElementTree
+    sys.path.insert(0, str(ROOT / "bench"))
+    import charts
+    scenarios, figures = charts.read_results(str(ROOT / "bench" / "results.md"))
+    assert len(scenarios) >= 7 and figures[(scenarios[0], "lilush_http")][0] > 0
+    assert charts.main(["--output", str(tmp_path)]) == 0
+    for name in ("bench-rps.svg", "bench-cpu.svg"):
+        for folder in (tmp_path, DOCS / "images"):  # drawn now, and the ones the docs show
+            svg = ElementTree.parse(str(folder / name)).getroot()
+            text = " ".join(t.text or "" for t in svg.iter("{http://www.w3.org/2000/svg}text"))
+            for server in {server for _, server in figures}:
+                assert server in text, (folder, name, server)
+            for scenario in scenarios:
+                assert scenario.split()[1] in text, (folder, name, scenario)
