@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import need_program
+from conftest import HeadlessChromium
 from lilush_http import cli, config, static
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -223,7 +223,6 @@ BROWSED = ["index.html", "getting-started.html", "settings.html", "benchmarks.ht
 
 
 def test_pages_and_search_in_chromium(built_docs, live_server, tmp_path):
-    chromium = need_program("chromium")
     files = static.make_handle(str(built_docs))
     results = []
     got = threading.Event()
@@ -237,21 +236,8 @@ def test_pages_and_search_in_chromium(built_docs, live_server, tmp_path):
             return "thanks", 200, {}
         return files(method, query, args, headers, body, ctx)
     live = live_server(handle)
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
-                                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                                "--user-data-dir=%s" % profile, live.url + "/__check.html"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with HeadlessChromium(live.url + "/__check.html", tmp_path):
         got.wait(90)
-    finally:
-        browser.terminate()
-        try:
-            browser.wait(10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait(5)
     assert results, "Chromium reported nothing"
     report = results[0]
     assert "error" not in report, report

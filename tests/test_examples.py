@@ -234,12 +234,8 @@ def test_tls_with_sni(tmp_path, script):
         with socket.create_connection(("127.0.0.1", served.port), timeout=10) as raw:
             with context.wrap_socket(raw, server_hostname=name) as tls:  # verifies the name's certificate
                 tls.sendall(b"GET / HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n" % name.encode())
-                answer = b""
-                while True:
-                    piece = tls.recv(65536)
-                    if not piece:
-                        break
-                    answer += piece
+                with tls.makefile("rb") as reader:
+                    answer = reader.read()
         sni = "None" if name == "127.0.0.1" else name  # no SNI for an IP address
         assert answer.startswith(b"HTTP/1.1 200 OK\r\n")
         assert answer.endswith(("Hello over https, %s\n" % sni).encode())
