@@ -71,7 +71,7 @@ def test_every_setting_has_a_meaning_and_a_validation():
 def test_settings_page_shows_every_key(built_docs):
     page = (built_docs / "settings.html").read_text()
     for key, default in config.flat():
-        anchor = "setting-" + key.replace(".", "-").replace("_", "-")
+        anchor = lilush_docs.anchor(key)
         section = page[page.index('id="%s"' % anchor):]
         section = section[:section.index("</section>")]
         text = html.unescape(re.sub(r"<[^>]+>", "", section))

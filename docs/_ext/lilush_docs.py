@@ -53,6 +53,11 @@ def flags():
     return found
 
 
+def anchor(key):
+    """The label of a key's entry on the settings page: ``setting-compression-level``."""
+    return "setting-" + key.replace(".", "-").replace("_", "-")
+
+
 def no_flag_reason(key, default):
     if isinstance(default, list):
         return "no flag: a list; ``--set '%s=[...]'`` (JSON) or ``--config``" % key
@@ -62,7 +67,12 @@ def no_flag_reason(key, default):
 def settings_rst():
     """The settings reference as reStructuredText lines."""
     found = flags()
-    lines = []
+    lines = ["At a glance", "-" * 11, "", ".. list-table::", "   :header-rows: 1", "   :widths: 35 30 35", "",
+             "   * - key", "     - default", "     - flag"]
+    for key, default in config.flat():
+        lines += ["   * - :ref:`%s <%s>`" % (key, anchor(key)), "     - ``%s``" % json.dumps(default),
+                  "     - %s" % (", ".join("``%s``" % f for f in found[key]) if key in found else "--set, --config")]
+    lines.append("")
     group = None
     for key, default in config.flat():
         table = key.split(".")[0] if "." in key else ""
@@ -70,7 +80,7 @@ def settings_rst():
             group = table
             heading = "The ``%s`` table" % table if table else "Top-level keys"
             lines += [heading, "-" * len(heading), ""]
-        lines += [".. _setting-%s:" % key.replace(".", "-").replace("_", "-"), "",
+        lines += [".. _%s:" % anchor(key), "",
                   "``%s``" % key, "~" * (len(key) + 4), ""]
         lines += [config.MEANINGS[key], ""] if key in config.MEANINGS else ["*(no meaning written)*", ""]
         lines += [":Default: ``%s``" % json.dumps(default),
@@ -103,7 +113,7 @@ def cli_rst():
         key = FLAG_KEYS.get(action.dest, action.dest)
         lines += ["``%s``" % name, "    %s" % (help_text.replace("*", "\\*") or "(see the settings reference)")]
         if key in keys:
-            lines[-1] += " Sets :ref:`%s <setting-%s>`." % (key, key.replace(".", "-").replace("_", "-"))
+            lines[-1] += " Sets :ref:`%s <%s>`." % (key, anchor(key))
         lines.append("")
     return lines
 
