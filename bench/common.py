@@ -4,6 +4,7 @@ from an application directory in a subprocess, and figures read off /proc."""
 import json
 import os
 import re
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,15 +16,15 @@ ROOT = os.path.dirname(HERE)
 START = re.compile(r" serving on \S+:(\d+) ")
 
 
-def start_server(app_dir, config, name="server", args=("app:handle",), log_level="info", extra=()):
-    """``python -m lilush_http ARGS`` in ``app_dir`` on a free port, its log in
-    ``app_dir/NAME.log``; returns (process, port, log path) once it serves."""
+def start_server(app_dir, config, name="server", args=("app:handle",), log_level="info", extra=(), port=0):
+    """``python -m lilush_http ARGS`` in ``app_dir`` on ``port`` (0: a free one), its
+    log in ``app_dir/NAME.log``; returns (process, port, log path) once it serves."""
     config_path = os.path.join(app_dir, "%s.json" % name)
     with open(config_path, "w") as f:
         json.dump(config, f)
     log_path = os.path.join(app_dir, "%s.log" % name)
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "lilush_http", *args, "--port", "0",
+        process = subprocess.Popen([sys.executable, "-m", "lilush_http", *args, "--port", str(port),
                                     "--config", config_path, "--log-level", log_level, *extra],
                                    cwd=app_dir, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, PYTHONPATH=ROOT))
@@ -53,6 +54,19 @@ def slot_summary(log):
     return "slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
         log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
         len(loud_lines(log)))
+
+
+def free_port():
+    """A loopback port free just now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, fraction):
+    """The value at ``fraction`` (0.99: p99) of ``values``, nan when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 def read_log(log_path):

@@ -1,10 +1,11 @@
 """Overload against one lilush_http process at the default config: ``ab -c 200``
 with ``Connection: close`` (N runs), then nginx in front with upstream keep-alive
-larger than ``connection_limit`` and ``ab -k`` POSTs, which nginx does not retry.
+larger than ``connection_limit`` and ``ab -k`` POSTs, which nginx does not retry
+(N runs; a 502 shows as non-2xx).
 Prints failed and non-2xx requests, req/s, p99 and the server's descriptors
 (before, and 5 s after each run).
 
-    python bench/overload.py [--close-runs 10] [--requests 20000] [--concurrency 200]
+    python bench/overload.py [--close-runs 10] [--requests 20000] [--concurrency 200] [--nginx-runs 10]
 """
 
 import argparse
@@ -17,7 +18,7 @@ import subprocess
 import time
 import urllib.request
 
-from common import fd_count, read_log, slot_summary, start_app
+from common import fd_count, free_port, read_log, slot_summary, start_app
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -67,12 +68,6 @@ def settle(pid, baseline):
     return fd_count(pid)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def behind_nginx(work, app_port, args):
     """The ab -k POST run through nginx; its figures and nginx's "prematurely closed" count."""
     port = free_port()
@@ -81,6 +76,9 @@ def behind_nginx(work, app_port, args):
     body = os.path.join(work, "body.txt")
     with open(body, "wb") as f:
         f.write(b"a=1&b=2" * 100)
+    log = os.path.join(work, "nginx-error.log")
+    if os.path.exists(log):
+        os.unlink(log)  # each run counts its own
     nginx = subprocess.Popen([args.nginx, "-p", work, "-c", os.path.join(work, "nginx.conf"),
                               "-g", "daemon off;"], stderr=subprocess.DEVNULL)
     try:
@@ -108,6 +106,7 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=20000)
     parser.add_argument("--concurrency", type=int, default=200)
     parser.add_argument("--nginx-requests", type=int, default=15000, help="0: no nginx run")
+    parser.add_argument("--nginx-runs", type=int, default=10)
     parser.add_argument("--nginx-concurrency", type=int, default=150)
     parser.add_argument("--nginx-keepalive", type=int, default=128)
     parser.add_argument("--config", default="{}", help="server config overrides as JSON (default: none)")
@@ -129,10 +128,12 @@ def main(argv=None):
             rows.append(("ab -c %d Connection: close, run %d" % (args.concurrency, run), result, "-",
                          baseline, settle(server.pid, baseline)))
             print("  done: %s %s" % (rows[-1][0], result), flush=True)
-        if args.nginx_requests:
+        for run in range(1, args.nginx_runs + 1 if args.nginx_requests else 1):
             result, premature = behind_nginx(work, port, args)
-            rows.append(("nginx keepalive %d, ab -k -c %d POST" % (args.nginx_keepalive, args.nginx_concurrency),
-                         result, premature, baseline, settle(server.pid, baseline)))
+            rows.append(("nginx keepalive %d, ab -k -c %d POST, run %d" % (
+                args.nginx_keepalive, args.nginx_concurrency, run), result, premature, baseline,
+                settle(server.pid, baseline)))
+            print("  done: %s %s %s" % (rows[-1][0], result, premature), flush=True)
     finally:
         server.terminate()
         server.wait(20)

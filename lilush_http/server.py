@@ -28,7 +28,7 @@ from .access import AccessLog, access_logger
 from .body import BodyReader, BodyReadError
 from .admission import Admission
 from .compression import Policy, StreamEncoder
-from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
+from .connection import Connection, ConnectionEnded, StreamFailed
 from .deadlines import Deadlines
 from .log import ACCESS, LEVELS, Logger, ensure_output, use_error_log
 from .request import HTTPError, Limits
@@ -46,6 +46,7 @@ HANDLER_FAULTS = (Exception, SystemExit, GeneratorExit)
 thread_id = get_original("_thread", "get_ident")
 FILE_BLOCK = 256 * 1024
 DRAIN_IDLE = 1.0  # draining for a reload: seconds an idle keep-alive client gets to send one more request
+FIRST_REQUEST_GRACE = 1.0  # stopping: seconds a just-accepted connection gets to send its request
 
 
 def sample_handle(method, query, args, headers, body, ctx):
@@ -83,9 +84,9 @@ class Server:
         self._exposition = None  # the metrics listener (metrics.Exposition) while serving with metrics on
         self._pool = None
         self._connections = set()
-        self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
         self._admission = Admission(self._connections, self.cfg)
         self._stopping = False
+        self._handing_over = False  # stopping for a reload (drain): the listener stays with the new workers
         self._stopped = None
         self._loop_thread = None
         self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
@@ -114,7 +115,7 @@ class Server:
         err = configuration.validate(merged)
         if err:
             return None, err
-        certificates, err = tls.build(merged["ssl"])
+        certificates, err = tls.build(merged["ssl"], merged["tls_ciphers"])
         if err:
             return None, err
         if merged["redis"] != self.cfg["redis"]:  # a new pool only when the settings change
@@ -206,6 +207,7 @@ class Server:
     def _begin(self, listener):
         self._listener = listener
         self._stopping = False
+        self._handing_over = False
         self._stopped = Event()
         self._loop_thread = thread_id()
         self._stop_async = gevent.get_hub().loop.async_()
@@ -244,6 +246,11 @@ class Server:
         finish (their responses carry ``Connection: close``) for up to ``timeout``
         seconds, then end the rest. May be called from another thread.
 
+        Before that, for ``drain_delay`` seconds (config), it goes on serving with
+        ``Connection: close`` on every response. New connections are then refused
+        in every process sharing the listener at once, and those the kernel has
+        already queued are accepted and served before the listener closes.
+
         ``idle_grace`` (draining for a reload): an idle connection is closed only once
         idle that long, so a client sending its next request just now is answered."""
         if self._listener is None:
@@ -252,30 +259,28 @@ class Server:
             done = threading.Event()
             self._stop_request = ((timeout, idle_grace), done)
             self._stop_async.send()
-            done.wait(timeout + 5)
+            done.wait(timeout + self.cfg["drain_delay"] + 5)
             return
         if self._stopping:
             return
-        self._stopping = True
+        self._stopping = True  # from now on every response says Connection: close
         server = self._server
         if self._supervisor is not None:  # it sends the workers SIGTERM and collects them
             self._supervisor.wake()
             return
         if server is None:
             return
-        server.close()
+        handing_over = self._handing_over  # a reload: the new workers accept on the same socket
+        if self.cfg["drain_delay"] and not handing_over:
+            logger.info("stopping in %g s (drain_delay); until then responses say Connection: close",
+                        self.cfg["drain_delay"])
+            gevent.sleep(self.cfg["drain_delay"])
+        if not handing_over:
+            listeners.stop_listening(self._listener)
         self._admission.stop()
-        for fd in list(self._handshaking):
-            shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._websockets.close_all()  # 1001 Going Away
         deadline = time.monotonic() + timeout
-        while True:
-            now = time.monotonic()
-            for conn in list(self._connections):
-                if conn.idle and now - conn.idle_since >= idle_grace:
-                    conn.evict()
-            if self._pool.join(timeout=min(0.1, max(0, deadline - now))) or now >= deadline:
-                break
+        self._finish(server, deadline, idle_grace, handing_over)
         self._websockets.join(max(1.0, deadline - time.monotonic()))
         self._pool.kill(block=True, timeout=1)
         self._deadlines.stop()
@@ -286,8 +291,30 @@ class Server:
             self._stop_request[1].set()
             self._stop_request = None
 
+    def _finish(self, server, deadline, idle_grace, handing_over):
+        """Until ``deadline``: accept what the kernel queued (unless ``handing_over``),
+        then close the listener; close idle connections; wait for the pool to empty.
+        A connection still waiting for its first request gets FIRST_REQUEST_GRACE."""
+        listener = self._listener
+        while True:
+            now = time.monotonic()
+            for conn in list(self._connections):
+                if conn.idle and now - conn.idle_since >= (idle_grace if conn.requests else FIRST_REQUEST_GRACE):
+                    conn.evict()
+            self._admission.cut_handshakes(older_than=FIRST_REQUEST_GRACE)
+            if server.started and (handing_over or now >= deadline or not listeners.queued(listener)):
+                server.close()  # nothing queued is left to be reset by the last close
+            if not server.started and self._pool.join(timeout=min(0.05, max(0, deadline - now))):
+                break
+            if now >= deadline:
+                break
+            if server.started:
+                gevent.sleep(0.01)
+
     def drain(self):
-        """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds."""
+        """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds,
+        and the listener is left to the new workers at once."""
+        self._handing_over = True
         self.stop(idle_grace=DRAIN_IDLE)
 
     def _serve_connection(self, sock, address):
@@ -303,29 +330,25 @@ class Server:
             if client_ip is None:
                 sock.close()
                 return
-        certificates = self._certificates
-        sni = None
-        if certificates is not None:
-            fd = sock.fileno()  # the TLS socket takes the descriptor over
-            self._handshaking.add(fd)
-            try:
-                sock, sni = certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
-            except tls.HandshakeFailed as exc:
-                logger.debug("connection from %s: %s", client_ip, exc)
-                metrics.record_tls_handshake_failure()
-                sock.close()
-                return
-            finally:
-                self._handshaking.discard(fd)
-        conn = (Connection if self._metrics is None else metrics.CountingConnection)(
-            sock, sni, certificates is not None)
-        conn.sessions = self._websockets
-        conn.client_ip = client_ip
-        if not self._admission.admit(conn):
-            conn.linger = True
-            self._send_quietly(conn, error_response(503, "too many connections from %s" % client_ip))
-            conn.close()
+        if not self._admission.admit(client_ip):  # before any TLS work is spent on it
+            self._refuse_connection(sock, client_ip)
             return
+        try:
+            sni = None
+            tls_on = self._certificates is not None
+            if tls_on:
+                sock, sni = self._handshake(sock, client_ip)
+                if sock is None:
+                    return
+            conn = (Connection if self._metrics is None else metrics.CountingConnection)(sock, sni, tls_on)
+            conn.sessions = self._websockets
+            conn.client_ip = client_ip
+            self._serve_requests(conn, client_ip)
+        finally:
+            self._admission.leave(client_ip)
+
+    def _serve_requests(self, conn, client_ip):
+        """Loop process_request on an accepted connection until it ends, then close it."""
         self._connections.add(conn)
         self._deadlines.start()
         limit = self.cfg["requests_per_connection"]
@@ -344,10 +367,33 @@ class Server:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self._connections.discard(conn)
-            self._admission.leave(conn)
             if self._metrics is not None:
                 self._metrics.connection_closed(conn)
             conn.close()
+
+    def _handshake(self, sock, client_ip):
+        """The TLS handshake, watched by admission as a client owing its first bytes:
+        (TLS socket, SNI name), or (None, None) when it failed (the socket is closed)."""
+        certificates = self._certificates
+        with self._admission.handshaking(sock, client_ip):
+            try:
+                return certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
+            except tls.HandshakeFailed as exc:
+                logger.debug("connection from %s: %s", client_ip, exc)
+                metrics.record_tls_handshake_failure()
+                sock.close()
+                return None, None
+
+    def _refuse_connection(self, sock, client_ip):
+        """Over connections_per_ip: a plain connection gets a 503; a TLS one is closed
+        before its handshake (a response would need one)."""
+        if self._certificates is not None:
+            sock.close()
+            return
+        conn = Connection(sock)
+        conn.linger = True
+        self._send_quietly(conn, error_response(503, "too many connections from %s" % client_ip))
+        conn.close()
 
     def _read_proxy_header(self, sock, peer):
         """The client address of the PROXY protocol header (v1 or v2) that must

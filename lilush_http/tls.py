@@ -1,7 +1,8 @@
 """TLS: server contexts built once per ``configure``, and SNI choosing among them.
 
 The ``ssl`` config is ``{"default": {"cert", "key"}, "hosts": {name: {"cert", "key"}}}``.
-Each pair is loaded into its own context (TLS 1.2 minimum, ALPN ``http/1.1``).
+Each pair is loaded into its own context (TLS 1.2 minimum, ALPN ``http/1.1``,
+the TLS 1.2 suites of ``tls_ciphers``: AEAD only by default).
 The default context's SNI callback switches a connection to the context of
 the name the client asked for (case-insensitive; ``*.example.com`` matches
 one label); other names, and clients that send no SNI, get the default.
@@ -14,6 +15,7 @@ import gevent
 from gevent import socket as gevent_socket
 from gevent import ssl as gevent_ssl
 
+from .config import MOZILLA_INTERMEDIATE
 from .connection import Connection
 from .response import error_response
 
@@ -91,9 +93,13 @@ def _no_passphrase():
     raise _EncryptedKey()
 
 
-def _context(where, pair):
+def _context(where, pair, ciphers):
     context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.set_ciphers(ciphers)  # TLS 1.2 suites (config tls_ciphers)
+    except ssl.SSLError:
+        return None, "tls_ciphers: no cipher suite of %r is available" % (ciphers,)
     context.set_alpn_protocols(["http/1.1"])
     # Read EOF without close_notify as a plain end of input (as nginx does). Otherwise
     # OpenSSL 3 answers it with a fatal decode_error alert, and that is what a client
@@ -114,19 +120,20 @@ def _context(where, pair):
     return context, None
 
 
-def build(ssl_config):
-    """``(Certificates, None)`` for a validated ``ssl`` table, or ``(None, err)``
-    naming the host and the file that failed; ``(None, None)`` when TLS is off."""
+def build(ssl_config, ciphers=MOZILLA_INTERMEDIATE):
+    """``(Certificates, None)`` for a validated ``ssl`` table and the TLS 1.2 cipher
+    list ``ciphers``, or ``(None, err)`` naming the host and the file that failed;
+    ``(None, None)`` when TLS is off."""
     if not ssl_config:
         return None, None
-    default, err = _context("ssl.default", ssl_config["default"])
+    default, err = _context("ssl.default", ssl_config["default"], ciphers)
     if err:
         return None, err
     hosts, wildcards = {}, {}
     for name, pair in (ssl_config.get("hosts") or {}).items():
         if not isinstance(name, str) or not name.strip(".") or name.strip(".") == "*":
             return None, "ssl.hosts: %r is not a host name" % (name,)
-        context, err = _context("ssl.hosts[%r]" % name, pair)
+        context, err = _context("ssl.hosts[%r]" % name, pair, ciphers)
         if err:
             return None, err
         name = name.lower().rstrip(".")

@@ -172,7 +172,7 @@ def test_overload_script_behind_nginx_no_errors():
     need_program("nginx")
     need_program("ab")
     out = subprocess.run([sys.executable, "bench/overload.py", "--close-runs", "1", "--requests", "1000",
-                          "--concurrency", "40", "--nginx-requests", "2000", "--nginx-concurrency", "40",
+                          "--concurrency", "40", "--nginx-requests", "2000", "--nginx-runs", "1", "--nginx-concurrency", "40",
                           "--nginx-keepalive", "32", "--config", '{"connection_limit": 8}'],
                          cwd=ROOT, capture_output=True, text=True, timeout=150)
     assert out.returncode == 0, out.stdout + out.stderr
