@@ -51,9 +51,9 @@ def start_app(source, config, name):
 
 def slot_summary(log):
     """What the server's log says it did to free slots (admission.py), and how loud it was."""
+    asked = sum(int(n) for n in re.findall(r"(\d+) connections asked to close", log))
     return "slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
-        log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
-        len(loud_lines(log)))
+        log.count("slow client "), asked, log.count("idle keep-alive connection"), len(loud_lines(log)))
 
 
 def free_port():

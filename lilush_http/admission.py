@@ -23,8 +23,9 @@ this order:
    a proxy may be reusing at that moment loses the request it sends (nginx does
    not retry a POST), so this is the last resort.
 
-Every cut, close request and idle close is logged once at info with the reason
-and the client's address.
+Every cut and idle close is logged once at info with the reason and the
+client's address; close requests, which rotate the slots many times a second
+under keep-alive load, at debug, with an info line counting them once a second.
 """
 
 import fcntl
@@ -68,6 +69,8 @@ class Admission:
         self._released = {}  # conn -> when it was asked to close after its response
         self._per_ip = {}  # client address -> open connections, with connections_per_ip set
         self.handshakes = set()  # Handshake: accepted TLS sockets still in their handshake
+        self._asked = 0  # connections asked to close since the last log line about it
+        self._asked_logged = 0.0
 
     def admit(self, client_ip):
         """Count a new connection against ``connections_per_ip``; False when over it."""
@@ -138,6 +141,7 @@ class Admission:
         except (OSError, ValueError):  # the listener closed under us: the server stops
             pass
         finally:
+            self._report_asked(0, monotonic(), at_once=True)
             # Kept for the next time the pool is full (often the next moment): a
             # connection watched long enough is judged then without a new wait.
             self._watched = {c: seen for c, seen in self._watched.items() if not c.closed}
@@ -163,12 +167,13 @@ class Admission:
         releasable.sort(key=lambda c: c.requests, reverse=True)  # the most served give way first
         asked = 0
         for conn in releasable[:max(0, need)]:
-            logger.info("connection from %s asked to close after its response (%s, %d requests) to free a slot",
-                        conn.client_ip, conn.phase, conn.requests)
+            logger.debug("connection from %s asked to close after its response (%s, %d requests) to free a slot",
+                         conn.client_ip, conn.phase, conn.requests)
             conn.close_requested = True
             metrics.record_reclaim("close_requested")
             released[conn] = now
             asked += 1
+        self._report_asked(asked, now)
         need -= asked
         evicted = 0
         if need > 0:
@@ -181,6 +186,16 @@ class Admission:
                 evicted += 1
         return cut, asked, evicted
 
+    def _report_asked(self, asked, now, at_once=False):
+        """Log at info, at most once a second, how many connections were asked to
+        close (under keep-alive load the slots rotate many times a second)."""
+        self._asked += asked
+        if self._asked and (at_once or now - self._asked_logged >= 1.0):
+            logger.info("%d connections asked to close after their response to free slots for waiting clients"
+                        " (the most served first)", self._asked)
+            self._asked = 0
+            self._asked_logged = now
+
     def _survey(self, now):
         """The open connections sorted for make_room: (slow: (rate, conn, seconds watched,
         bytes moved), releasable: served and keeping up, idle: past IDLE_REUSE_WINDOW)."""
@@ -192,7 +207,8 @@ class Admission:
             phase = conn.phase
             if conn.closed or conn.expired:
                 continue
-            if phase == "idle" and conn.requests:  # between two requests of a keep-alive connection
+            served = conn.requests > 1 or phase != "idle"  # requests counts the head being waited for
+            if phase == "idle" and served:  # between two requests of a keep-alive connection
                 if now - conn.idle_since >= max(window, IDLE_REUSE_WINDOW) and not unread(conn.sock):
                     idle.append(conn)
                 elif not conn.close_requested:
@@ -222,7 +238,7 @@ class Admission:
                 # burst (a kernel buffer filled at once) buys no credit for later.
                 seen = (stage, now, count)
             watched[conn] = seen
-            if conn.requests and not conn.close_requested:
+            if served and conn.requests and not conn.close_requested:
                 releasable.append(conn)
         self._watched = watched
         return slow, releasable, idle

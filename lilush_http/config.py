@@ -30,7 +30,7 @@ DEFAULTS = {
     "trusted_proxies": ["127.0.0.1", "::1"],
     "proxy_protocol": False,
     "workers": 1,
-    "connection_limit": 64,
+    "connection_limit": 1024,  # Lilush: 64; see docs/reliability-notes.rst for why
     "requests_per_connection": 512,
     "max_body_size": 5 * 1024 * 1024,
     "request_line_limit": 8 * 1024,

@@ -8,13 +8,17 @@ it created.
 """
 
 import ctypes
+import logging
 import os
+import resource
 import socket
 import stat
 import struct
 
 import _socket
 from gevent import socket as gsocket
+
+logger = logging.getLogger("lilush_http")
 
 SD_LISTEN_FDS_START = 3  # systemd passes the sockets from descriptor 3 on
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
@@ -41,6 +45,24 @@ class Listener:
                 os.unlink(self._unix_path)
             except OSError:
                 pass
+
+
+def reserve_descriptors(connection_limit):
+    """Raise this process's soft descriptor limit (up to the hard one) to what
+    ``connection_limit`` connections may need: one each, one more for a file being
+    sent, and some for the rest. Warns when the hard limit is lower."""
+    wanted = 2 * connection_limit + 64
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot raise the descriptor limit for connection_limit %d: %s", connection_limit, exc)
+        return
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        logger.warning("connection_limit %d may need %d descriptors; the limit is %d (ulimit -n)",
+                       connection_limit, wanted, soft)
 
 
 def stop_listening(sock):

@@ -164,6 +164,7 @@ class Server:
         if err:
             return None, err
         listener = listening.sock
+        listeners.reserve_descriptors(cfg["connection_limit"])
         if cfg["metrics"] is not None:  # bound before any fork, so a busy port is this call's error
             self._exposition, err = metrics.listen(cfg["metrics"])
             if err:
@@ -299,7 +300,8 @@ class Server:
         while True:
             now = time.monotonic()
             for conn in list(self._connections):
-                if conn.idle and now - conn.idle_since >= (idle_grace if conn.requests else FIRST_REQUEST_GRACE):
+                # requests counts the head being waited for: 1 while waiting for the first
+                if conn.idle and now - conn.idle_since >= (idle_grace if conn.requests > 1 else FIRST_REQUEST_GRACE):
                     conn.evict()
             self._admission.cut_handshakes(older_than=FIRST_REQUEST_GRACE)
             if server.started and (handing_over or now >= deadline or not listeners.queued(listener)):
