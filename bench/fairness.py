@@ -15,20 +15,12 @@ import subprocess
 import threading
 import time
 
-from common import percentile, read_log, slot_summary, start_app
+from common import curl_probe, percentile, print_table, start_app
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
     return "Hi there!", 200, {}
 '''
-
-
-def probe(port, timeout=10):
-    """(answered, seconds) of curl asking for / on a new connection."""
-    out = subprocess.run(["curl", "-s", "-o", "/dev/null", "--max-time", str(timeout), "-w",
-                          "%{http_code} %{time_total}", "http://127.0.0.1:%d/" % port],
-                         capture_output=True, text=True, timeout=timeout + 5).stdout.split()
-    return (len(out) == 2 and out[0] == "200"), float(out[1]) if len(out) == 2 else float(timeout)
 
 
 def wrk_errors(out):
@@ -54,7 +46,7 @@ def run(port, clients, args):
     time.sleep(2.0)  # every wrk client connected and busy
     probes = []
     while thread.is_alive() and len(probes) < args.probes:
-        probes.append(probe(port))
+        probes.append(curl_probe("http://127.0.0.1:%d/" % port))
         time.sleep(0.5)
     thread.join()
     out = result.get("out", "")
@@ -80,7 +72,7 @@ def main(argv=None):
     work, server, port, log_path = start_app(APP, json.loads(args.config), "fairness")
     rows = []
     try:
-        probe(port)
+        curl_probe("http://127.0.0.1:%d/" % port)
         for clients in [int(c) for c in args.clients.split(",")]:
             rows.append(run(port, clients, args))
             print("  done: " + rows[-1], flush=True)
@@ -88,12 +80,9 @@ def main(argv=None):
     finally:
         server.terminate()
         server.wait(20)
-    print("wrk -t2 for %d s, a curl probe on a new connection every 0.5 s; config %s" % (args.duration, args.config))
-    print("| load | wrk req/s | wrk errors | probes answered | probe p50 s | probe p99 s | probe max s |")
-    print("|---|---:|---|---:|---:|---:|---:|")
-    for row in rows:
-        print(row)
-    print(slot_summary(read_log(log_path)))
+    print_table("wrk -t2 for %d s, a curl probe on a new connection every 0.5 s; config %s" % (
+        args.duration, args.config), ("load", "wrk req/s", "wrk errors", "probes answered", "probe p50 s",
+                                      "probe p99 s", "probe max s"), rows, log_path)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 

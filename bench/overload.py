@@ -13,12 +13,11 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import time
 import urllib.request
 
-from common import fd_count, free_port, read_log, slot_summary, start_app
+from common import fd_count, free_port, nginx_log, read_log, slot_summary, start_app, start_nginx
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -26,26 +25,8 @@ def handle(method, query, args, headers, body, ctx):
         return "%d bytes" % len(body), 200, {}
     return "Hi there!", 200, {}
 '''
-NGINX_CONF = """
-worker_processes 1;
-error_log %(dir)s/nginx-error.log;
-pid %(dir)s/nginx.pid;
-events { worker_connections 4096; }
-http {
-    access_log off;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    upstream app { server 127.0.0.1:%(app)d; keepalive %(keepalive)d; }
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / {
-            proxy_pass http://app;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }
-}
-"""
+NGINX_LOCATION = 'proxy_pass http://app; proxy_http_version 1.1; proxy_set_header Connection "";'
+NGINX_UPSTREAM = "upstream app { server 127.0.0.1:%d; keepalive %d; }"
 
 
 def ab(args):
@@ -69,35 +50,19 @@ def settle(pid, baseline):
 
 
 def behind_nginx(work, app_port, args):
-    """The ab -k POST run through nginx; its figures and nginx's "prematurely closed" count."""
+    """The ab -k run of 1 KB POSTs through nginx; its figures and nginx's "prematurely closed" count."""
     port = free_port()
-    with open(os.path.join(work, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF % {"dir": work, "app": app_port, "port": port, "keepalive": args.nginx_keepalive})
     body = os.path.join(work, "body.txt")
     with open(body, "wb") as f:
-        f.write(b"a=1&b=2" * 100)
-    log = os.path.join(work, "nginx-error.log")
-    if os.path.exists(log):
-        os.unlink(log)  # each run counts its own
-    nginx = subprocess.Popen([args.nginx, "-p", work, "-c", os.path.join(work, "nginx.conf"),
-                              "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+        f.write(b"a=1&b=2&" * 128)  # 1 KB
+    nginx = start_nginx(work, port, NGINX_LOCATION, NGINX_UPSTREAM % (app_port, args.nginx_keepalive))
     try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or nginx.poll() is not None:
-                    raise SystemExit("nginx did not start")
-                time.sleep(0.05)
         result = ab(["-k", "-n", str(args.nginx_requests), "-c", str(args.nginx_concurrency), "-p", body,
                      "-T", "application/x-www-form-urlencoded", "http://127.0.0.1:%d/" % port])
     finally:
         nginx.terminate()
         nginx.wait(10)
-    with open(os.path.join(work, "nginx-error.log")) as f:
-        return result, f.read().count("prematurely closed")
+    return result, nginx_log(work).count("prematurely closed")
 
 
 def main(argv=None):
@@ -111,7 +76,6 @@ def main(argv=None):
     parser.add_argument("--nginx-keepalive", type=int, default=128)
     parser.add_argument("--config", default="{}", help="server config overrides as JSON (default: none)")
     args = parser.parse_args(argv)
-    args.nginx = shutil.which("nginx") or "/usr/sbin/nginx"
     if shutil.which("ab") is None:
         print("ab is not installed (apt-get install apache2-utils)")
         return 2

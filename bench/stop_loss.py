@@ -15,12 +15,11 @@ import re
 import shutil
 import signal
 import socket
-import subprocess
 import tempfile
 import threading
 import time
 
-from common import free_port, process_tree, start_server
+from common import free_port, nginx_log, process_tree, start_nginx, start_server
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -32,21 +31,6 @@ BODY = b"x" * 10240
 GET = b"GET / HTTP/1.1\r\nHost: stop\r\n\r\n"
 POST = b"POST / HTTP/1.1\r\nHost: stop\r\nContent-Length: %d\r\n\r\n%s" % (len(BODY), BODY)
 EXPECTED = {GET: b"Hi there!", POST: b"%d bytes" % len(BODY)}
-NGINX_CONF = """
-worker_processes 1;
-error_log %(dir)s/nginx-error.log;
-pid %(dir)s/nginx.pid;
-events { worker_connections 1024; }
-http {
-    access_log off;
-    client_body_temp_path %(dir)s/body;
-    proxy_temp_path %(dir)s/proxy;
-    server {
-        listen 127.0.0.1:%(port)d;
-        location / { proxy_pass http://127.0.0.1:%(app)d; }
-    }
-}
-"""
 
 
 def attempt(port, request, timeout=10):
@@ -154,10 +138,7 @@ def behind_nginx(work, restarts, clients):
     a server restarted ``restarts`` times with SIGTERM: client outcomes and what
     nginx logged."""
     app_port, port = free_port(), free_port()
-    with open(os.path.join(work, "nginx.conf"), "w") as f:
-        f.write(NGINX_CONF % {"dir": work, "app": app_port, "port": port})
-    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", work, "-c",
-                              os.path.join(work, "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    nginx = start_nginx(work, port, "proxy_pass http://127.0.0.1:%d;" % app_port)
     outcomes, lock = {}, threading.Lock()
     done = threading.Event()
     try:
@@ -181,8 +162,7 @@ def behind_nginx(work, restarts, clients):
         done.set()
         nginx.terminate()
         nginx.wait(10)
-    with open(os.path.join(work, "nginx-error.log")) as f:
-        log = f.read()
+    log = nginx_log(work)
     reasons = {"reset by peer": log.count("reset by peer"), "prematurely closed": log.count("prematurely closed"),
                "refused": log.count("(111: Connection refused)")}
     return outcomes, reasons

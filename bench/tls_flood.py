@@ -16,10 +16,9 @@ import socket
 import ssl
 import subprocess
 import sys
-import threading
 import time
 
-from common import fd_count, percentile, read_log, slot_summary, start_server
+from common import curl_probe, fd_count, percentile, print_table, start_server
 
 APP = '''
 def handle(method, query, args, headers, body, ctx):
@@ -95,14 +94,6 @@ def attack(port, mode, count, seconds, per_second=None, hold=None):
     return total
 
 
-def probe(port, timeout=10):
-    """(answered, seconds) of curl asking for / on a new TLS connection."""
-    out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", str(timeout), "-w",
-                          "%{http_code} %{time_total}", "https://127.0.0.1:%d/" % port],
-                         capture_output=True, text=True, timeout=timeout + 5).stdout.split()
-    return (len(out) == 2 and out[0] == "200"), float(out[1]) if len(out) == 2 else float(timeout)
-
-
 def run_mode(mode, port, pid, args):
     """One attack with probes; its table row."""
     here = os.path.abspath(__file__)
@@ -114,7 +105,7 @@ def run_mode(mode, port, pid, args):
     try:
         time.sleep(min(2.0, args.duration / 4))  # the flood builds up first
         while attacker.poll() is None and len(probes) < args.probes:
-            probes.append(probe(port))
+            probes.append(curl_probe("https://127.0.0.1:%d/" % port))
             peak_fds = max(peak_fds, fd_count(pid))
             time.sleep(0.5)
     finally:
@@ -158,7 +149,7 @@ def main(argv=None):
                                           extra=("--tls-cert", cert, "--tls-key", key))
     rows = []
     try:
-        probe(port)  # warm up
+        curl_probe("https://127.0.0.1:%d/" % port)  # warm up
         for mode in args.modes.split(","):
             rows.append(run_mode(mode, port, server.pid, args))
             print("  done: " + rows[-1], flush=True)
@@ -166,13 +157,9 @@ def main(argv=None):
     finally:
         server.terminate()
         server.wait(20)
-    print("TLS handshake flood, %g s per attack, curl probe every 0.5 s; config %s" % (args.duration, args.config))
-    print("| attack | attack connections opened | probes answered | probes >= 1 s | probe p50 s | probe p99 s "
-          "| probe max s | server fds peak |")
-    print("|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(row)
-    print(slot_summary(read_log(log_path)))
+    print_table("TLS handshake flood, %g s per attack, curl probe every 0.5 s; config %s" % (
+        args.duration, args.config), ("attack", "attack connections opened", "probes answered", "probes >= 1 s",
+                                      "probe p50 s", "probe p99 s", "probe max s", "server fds peak"), rows, log_path)
     shutil.rmtree(work, ignore_errors=True)
     return 0
 
