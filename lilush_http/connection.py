@@ -141,17 +141,22 @@ class Connection:
         # request the instant the last response left (nor its first the instant
         # it connected: measured), so a read first, which gevent's recv tries,
         # would mostly fail.
+        # A new connection is the exception: on a busy server its request has mostly
+        # arrived by the time its greenlet runs, and one read now saves it a turn of
+        # the hub behind every busy connection (issue 21); one failed read otherwise.
         receive = self._recv_when_readable if self.readable_event is not None else self.sock.recv
         try:
+            data = self._read_now() if self.requests == 1 and not pending else None
             while True:
-                data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
+                if data is None:
+                    data = self._blocking(receive, RECV_SIZE, deadline, "keepalive timeout", False)
                 if not data:
                     raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
                 if pending or data[0] in CRLF:
                     data = skip_blank_lines(pending + data)
                 if data and data != b"\r":
                     return data
-                pending = data
+                pending, data = data, None
         finally:
             self.phase = "head"
 
