@@ -191,8 +191,8 @@ class Admission:
         close (under keep-alive load the slots rotate many times a second)."""
         self._asked += asked
         if self._asked and (at_once or now - self._asked_logged >= 1.0):
-            logger.info("%d connections asked to close after their response to free slots for waiting clients"
-                        " (the most served first)", self._asked)
+            logger.info("%d connections asked to close after their response to free a slot each for waiting"
+                        " clients (the most served first)", self._asked)
             self._asked = 0
             self._asked_logged = now
 
