@@ -42,17 +42,17 @@ import _socket
 import gevent
 from gevent.socket import wait_read
 
-from . import metrics
+from .. import metrics
+from .connection import BODY, HANDLER, HANDSHAKE, HEAD, IDLE, SENDING, monotonic, shutdown
 from .listeners import TCP_INFO_SIZE, queued
-from .connection import monotonic, shutdown
 
 logger = logging.getLogger("lilush_http")
 
 # tcpi_unacked (of a listener: its accept queue), tcpi_rtt (us), tcpi_bytes_acked, tcpi_bytes_received
 TCP_INFO = struct.Struct("24xI40xI48xQQ")
 SEND_BUFFER = 128 * 1024  # the kernel doubles it: 256 KB
-WATCHED = ("handshake", "idle", "head", "body", "sending")  # phases where the client owes progress
-STAGE = {"handler": "response", "sending": "response"}  # streaming alternates the two
+WATCHED = (HANDSHAKE, IDLE, HEAD, BODY, SENDING)  # phases where the client owes progress
+STAGE = {HANDLER: "response", SENDING: "response"}  # streaming alternates the two
 # Seconds a keep-alive connection must have been idle before it may be closed to free a slot:
 # longer than a busy proxy leaves a pooled upstream connection unused before reusing it.
 IDLE_REUSE_WINDOW = 2.0
@@ -159,7 +159,7 @@ class Admission:
         for rate, conn, elapsed, moved in slow[:waiting]:
             logger.info("slow client %s cut to free a slot: %d bytes in %.2f s while %s, under min_rate %d bytes/s",
                         conn.client_ip, moved, elapsed, PHASE_WORDS[conn.phase], self.cfg["min_rate"])
-            metrics.record_slow_client_cut(conn.phase)
+            metrics.record_slow_client_cut(conn.phase.value)
             conn.cut()
             cut += 1
         window = self.cfg["min_rate_window"]
@@ -168,8 +168,8 @@ class Admission:
         asked = 0
         for conn in releasable[:max(0, need)]:
             logger.debug("connection from %s asked to close after its response (%s, %d requests) to free a slot",
-                         conn.client_ip, conn.phase, conn.requests)
-            conn.close_requested = True
+                         conn.client_ip, conn.phase.value, conn.requests)
+            conn.request_close()
             metrics.record_reclaim("close_requested")
             released[conn] = now
             asked += 1
@@ -207,8 +207,8 @@ class Admission:
             phase = conn.phase
             if conn.closed or conn.expired:
                 continue
-            served = conn.requests > 1 or phase != "idle"  # requests counts the head being waited for
-            if phase == "idle" and served:  # between two requests of a keep-alive connection
+            served = conn.requests > 1 or phase is not IDLE  # requests counts the head being waited for
+            if phase is IDLE and served:  # between two requests of a keep-alive connection
                 if now - conn.idle_since >= max(window, IDLE_REUSE_WINDOW) and not unread(conn.sock):
                     idle.append(conn)
                 elif not conn.close_requested:
@@ -222,7 +222,7 @@ class Admission:
             if counts is None:
                 continue
             rtt, acked, received = counts
-            count = acked if phase == "sending" else received
+            count = acked if phase is SENDING else received
             stage = (conn.requests, STAGE.get(phase, phase))
             seen = self._watched.get(conn)
             if seen is None or seen[0] != stage:
@@ -230,7 +230,7 @@ class Admission:
             elapsed = now - seen[1]
             rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
             if elapsed >= max(window, 2 * rtt):
-                if rate < floor and (phase == "sending" or not unread(conn.sock)):
+                if rate < floor and (phase is SENDING or not unread(conn.sock)):
                     slow.append((rate, conn, elapsed, count - seen[2]))
                     watched[conn] = seen
                     continue
@@ -249,7 +249,7 @@ class Handshake:
     client owing its first bytes (phase "handshake"), cut by shutting it down."""
 
     __slots__ = ("fd", "client_ip", "closed", "since")
-    phase = "handshake"
+    phase = HANDSHAKE
     requests = 0
     expired = False
     close_requested = False
@@ -278,8 +278,8 @@ class Handshake:
         shutdown(self.fd, socket.SHUT_RDWR)  # the handshake fails at once
 
 
-PHASE_WORDS = {"handshake": "in its TLS handshake", "idle": "waiting for its first request", "head": "sending a request head",
-               "body": "sending a request body", "sending": "reading a response"}
+PHASE_WORDS = {HANDSHAKE: "in its TLS handshake", IDLE: "waiting for its first request", HEAD: "sending a request head",
+               BODY: "sending a request body", SENDING: "reading a response"}
 
 
 def waiting_clients(listener):

@@ -1,8 +1,9 @@
 """TLS: server contexts built once per ``configure``, and SNI choosing among them.
 
 The ``ssl`` config is ``{"default": {"cert", "key"}, "hosts": {name: {"cert", "key"}}}``.
-Each pair is loaded into its own context (TLS 1.2 minimum, ALPN ``http/1.1``,
-the TLS 1.2 suites of ``tls_ciphers``: AEAD only by default).
+Each pair is loaded into its own context (TLS 1.2 minimum with the suites of
+``tls_ciphers``: AEAD only by default; ALPN: the protocols the server speaks,
+``http/1.1`` and, once its driver is in, ``h2``).
 The default context's SNI callback switches a connection to the context of
 the name the client asked for (case-insensitive; ``*.example.com`` matches
 one label); other names, and clients that send no SNI, get the default.
@@ -15,13 +16,16 @@ import gevent
 from gevent import socket as gevent_socket
 from gevent import ssl as gevent_ssl
 
-from .config import MOZILLA_INTERMEDIATE
-from .connection import Connection
-from .response import error_response
+from ..config import MOZILLA_INTERMEDIATE
 
 
 class HandshakeFailed(Exception):
-    """The TLS handshake did not complete (timeout, protocol error, client refused)."""
+    """The TLS handshake did not complete (timeout, protocol error, client refused).
+    ``plain_http``: a copy of the socket when the client spoke plain HTTP (it gets a 400)."""
+
+    def __init__(self, message, plain_http=None):
+        super().__init__(message)
+        self.plain_http = plain_http
 
 
 class Certificates:
@@ -52,7 +56,8 @@ class Certificates:
 
     def handshake(self, sock, timeout):
         """Wrap an accepted socket and complete the handshake within ``timeout``
-        seconds (a deadline for the whole exchange). Returns (tls socket, SNI name)."""
+        seconds (a deadline for the whole exchange). Returns (tls socket, SNI name,
+        the ALPN protocol chosen or None)."""
         sslsock = self.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         try:
             with gevent.Timeout(timeout, HandshakeFailed("TLS handshake timeout")):
@@ -61,26 +66,20 @@ class Certificates:
             sslsock.close()
             raise
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            plain = None
             if isinstance(exc, ssl.SSLError) and exc.reason == "HTTP_REQUEST":
-                _answer_plain_http(sslsock)
+                plain = _raw_copy(sslsock)
             sslsock.close()
-            raise HandshakeFailed("TLS handshake failed: %s" % (exc.strerror or exc,)) from None
-        return sslsock, getattr(sslsock, "lilush_sni", None)
+            raise HandshakeFailed("TLS handshake failed: %s" % (exc.strerror or exc,), plain) from None
+        return sslsock, getattr(sslsock, "lilush_sni", None), sslsock.selected_alpn_protocol()
 
 
-def _answer_plain_http(sslsock):
-    """A plain-HTTP client on the TLS port gets a readable 400 instead of a reset."""
+def _raw_copy(sslsock):
+    """The TCP socket under ``sslsock`` (a duplicate), to answer a plain-HTTP client."""
     try:
-        raw = gevent_socket.socket(fileno=os.dup(sslsock.fileno()))
+        return gevent_socket.socket(fileno=os.dup(sslsock.fileno()))
     except (OSError, ValueError):
-        return
-    conn = Connection(raw)
-    conn.linger = True
-    try:
-        conn.sendall(error_response(400, "Plain HTTP request sent to a TLS port"), 1.0)
-    except Exception:
-        pass
-    conn.close()
+        return None
 
 
 class _EncryptedKey(Exception):
@@ -93,14 +92,14 @@ def _no_passphrase():
     raise _EncryptedKey()
 
 
-def _context(where, pair, ciphers):
+def _context(where, pair, alpn, ciphers):
     context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
     try:
         context.set_ciphers(ciphers)  # TLS 1.2 suites (config tls_ciphers)
     except ssl.SSLError:
         return None, "tls_ciphers: no cipher suite of %r is available" % (ciphers,)
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     # Read EOF without close_notify as a plain end of input (as nginx does). Otherwise
     # OpenSSL 3 answers it with a fatal decode_error alert, and that is what a client
     # got when the server closed its idle keep-alive connection (evict: SHUT_RD).
@@ -120,20 +119,21 @@ def _context(where, pair, ciphers):
     return context, None
 
 
-def build(ssl_config, ciphers=MOZILLA_INTERMEDIATE):
-    """``(Certificates, None)`` for a validated ``ssl`` table and the TLS 1.2 cipher
-    list ``ciphers``, or ``(None, err)`` naming the host and the file that failed;
-    ``(None, None)`` when TLS is off."""
+def build(ssl_config, alpn=("http/1.1",), ciphers=MOZILLA_INTERMEDIATE):
+    """``(Certificates, None)`` for a validated ``ssl`` table, or ``(None, err)``
+    naming the host and the file that failed; ``(None, None)`` when TLS is off.
+    ``alpn``: the protocols offered, in order of preference; ``ciphers``: the
+    TLS 1.2 suites (an OpenSSL cipher list)."""
     if not ssl_config:
         return None, None
-    default, err = _context("ssl.default", ssl_config["default"], ciphers)
+    default, err = _context("ssl.default", ssl_config["default"], alpn, ciphers)
     if err:
         return None, err
     hosts, wildcards = {}, {}
     for name, pair in (ssl_config.get("hosts") or {}).items():
         if not isinstance(name, str) or not name.strip(".") or name.strip(".") == "*":
             return None, "ssl.hosts: %r is not a host name" % (name,)
-        context, err = _context("ssl.hosts[%r]" % name, pair, ciphers)
+        context, err = _context("ssl.hosts[%r]" % name, pair, alpn, ciphers)
         if err:
             return None, err
         name = name.lower().rstrip(".")
