@@ -15,7 +15,7 @@ import gevent
 import pytest
 import trustme
 
-from conftest import need_program, read_response, read_to_end
+from conftest import need_program, read_response, read_to_end, slow_at
 from lilush_http import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -131,11 +131,7 @@ def test_slow_reader_left_alone_without_pressure(live_server):
 
 
 def test_connection_freed_for_a_waiting_client_says_connection_close(live_server, caplog):
-    def handle(method, query, *rest):
-        if query == "/slow":
-            gevent.sleep(0.6)
-        return "ok " + query, 200, {}
-    live = live_server(handle, connection_limit=1)
+    live = live_server(slow_at("/slow", 0.6), connection_limit=1)
     busy = live.connect()
     busy.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
     time.sleep(0.2)

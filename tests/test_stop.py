@@ -12,10 +12,9 @@ import textwrap
 import threading
 import time
 
-import gevent
 import pytest
 
-from conftest import need_program, read_response, read_to_end
+from conftest import need_program, read_response, read_to_end, slow_at
 from lilush_http import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -25,12 +24,7 @@ GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
 def test_queued_connections_are_served_at_stop(live_server):
     """Connections the kernel accepted while the server was busy are answered
     after stop() is called, not reset by the close of the listener."""
-
-    def handle(method, query, *rest):
-        if query == "/block":
-            gevent.sleep(0.5)
-        return "ok " + query, 200, {}
-    live = live_server(handle, connection_limit=1)
+    live = live_server(slow_at("/block", 0.5), connection_limit=1)
     blocker = live.connect()
     blocker.sendall(b"GET /block HTTP/1.1\r\nHost: h\r\n\r\n")
     time.sleep(0.1)
