@@ -95,8 +95,9 @@ MEANINGS = {
     "proxy_protocol": "Every connection starts with a PROXY protocol v1 or v2 header from a "
                       "trusted peer; a connection without one is closed.",
     "workers": "Processes serving the port; above 1, ``serve()`` supervises forked workers.",
-    "connection_limit": "Connections served at once (the gevent pool size); when all are taken "
-                        "and clients wait, slow and idle ones are cut first.",
+    "connection_limit": "Connections served at once (the gevent pool size; Lilush's default is 64). "
+                        "When all are taken and clients wait, slow clients are cut and slots rotate "
+                        "(see :doc:`robustness`).",
     "requests_per_connection": "The response to this request on a connection carries "
                                "``Connection: close``.",
     "max_body_size": "Request body cap in bytes, Content-Length and chunked (413); enforced as "
@@ -109,6 +110,12 @@ MEANINGS = {
                             "for the client's bytes.",
     "response_send_timeout": "Deadline for writing one response.",
     "tls_handshake_timeout": "Deadline for the server-side TLS handshake.",
+    "tls_ciphers": "OpenSSL cipher list of the TLS 1.2 suites offered; the default is Mozilla's "
+                   "\"intermediate\" AEAD-only list (no CBC suites, so no LUCKY13). TLS 1.3 suites are "
+                   "not affected. A list that selects no suite is refused by ``configure``.",
+    "drain_delay": "Seconds to keep serving after SIGTERM/SIGINT (``stop()``), every response with "
+                   "``Connection: close``, before the stop itself; ``0``: stop at once. For load "
+                   "balancers that take a moment to stop sending (see :doc:`deploying`).",
     "min_rate": "Bytes a second below which, with every slot taken and a client waiting, a "
                 "client sending its request or reading its response is cut.",
     "min_rate_window": "How long (or two round trips, if longer) a connection is watched before "

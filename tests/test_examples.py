@@ -318,27 +318,35 @@ def test_config_file(tmp_path, run):
     assert too_big.status_code == 413  # max_body_size: 1048576
 
 
-def kubernetes_command():
-    text = (EXAMPLES / "deploy" / "kubernetes.yaml").read_text()
-    return json.loads(re.search(r"^\s+command: (\[.*\])$", text, re.M).group(1)), text
+def container_command():
+    """The Dockerfile's ENTRYPOINT and CMD, the manifest's args (they replace CMD) and its text."""
+    dockerfile = (EXAMPLES / "deploy" / "Dockerfile").read_text()
+    manifest = (EXAMPLES / "deploy" / "kubernetes.yaml").read_text()
+    found = [json.loads(re.search(pattern, text, re.M).group(1)) for pattern, text in (
+        (r"^ENTRYPOINT (\[.*\])$", dockerfile), (r"^CMD (\[.*\])$", dockerfile), (r"^\s+args: (\[.*\])$", manifest))]
+    return found + [manifest]
 
 
 @runs("deploy/kubernetes.yaml", "deploy/Dockerfile", "deploy/app.py")
-def test_kubernetes_command_probes_and_sigterm(tmp_path, run):
-    command, manifest = kubernetes_command()
-    docker_cmd = re.search(r"^CMD (\[.*\])$", (EXAMPLES / "deploy" / "Dockerfile").read_text(), re.M).group(1)
-    assert json.loads(docker_cmd) == command
-    assert command[0] == "lilush-http"
+def test_container_command_probes_drain_and_sigterm(tmp_path, run):
+    entrypoint, cmd, args, manifest = container_command()
+    assert entrypoint == ["lilush-http"] and args[:len(cmd)] == cmd  # the manifest adds to the image's command
     probe = re.search(r"readinessProbe:\s+httpGet: \{path: (\S+), port: (\d+)\}", manifest)
-    assert probe.group(2) == command[command.index("--port") + 1]
-    args = [arg for arg in command[1:]]
+    assert probe.group(2) == args[args.index("--port") + 1]
+    args = list(args)
     args[args.index("--ip") + 1] = "127.0.0.1"  # loopback only in the tests
     args[args.index("--port") + 1] = "0"
     p = run(args, cwd=copy_examples(tmp_path, "deploy/app.py") / "deploy")
     answer = requests.get(p.url + probe.group(1), timeout=10)
     assert (answer.status_code, answer.text) == (200, "ok\n")
     grace = int(re.search(r"terminationGracePeriodSeconds: (\d+)", manifest).group(1))
-    assert p.stop(signal.SIGTERM, timeout=min(grace, 20)) == 0
+    drain = float(args[args.index("--drain-delay") + 1])
+    assert drain + 5 < grace  # the drain and the stop's own 5 s end before SIGKILL
+    p.proc.send_signal(signal.SIGTERM)
+    p.wait_for(lambda line: "drain_delay" in line)
+    during = requests.get(p.url + probe.group(1), timeout=10)  # a load balancer still sending
+    assert during.status_code == 200 and during.headers["connection"] == "close"
+    assert p.proc.wait(min(grace, 30)) == 0
 
 
 def test_every_example_is_run():
