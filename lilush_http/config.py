@@ -64,9 +64,13 @@ DEFAULTS = {
         "compression": True,
     },
     "metrics": None,
+    "http2": True,
+    "http2_max_concurrent_streams": 100,
+    "http2_max_resets": 100,
 }
 
-POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
+POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers",
+                 "http2_max_concurrent_streams", "http2_max_resets")
 POSITIVE_NUMBERS = ("keepalive_idle_timeout", "request_header_timeout", "request_body_timeout",
                     "response_send_timeout", "tls_handshake_timeout", "min_rate_window")
 
@@ -170,7 +174,7 @@ def _validate_listener(cfg):
     fd = cfg["fd"]
     if fd is not None and (not _is_int(fd) or fd < 0):
         return "fd: expected a descriptor number >= 0, got %r" % (fd,)
-    for key in ("reuse_port", "proxy_protocol"):
+    for key in ("reuse_port", "proxy_protocol", "http2"):
         if type(cfg[key]) is not bool:
             return "%s: expected true or false, got %r" % (key, cfg[key])
     return None

@@ -1,0 +1,450 @@
+"""The HTTP/2 driver: one connection's frames in, a greenlet per stream, one writer out.
+
+h2 (python-hyper) does the framing, HPACK and the stream state machines. This
+module does what h2 leaves to a server: the I/O and its deadlines, flow
+control with back-pressure, the stream limit (REFUSED_STREAM for the stream
+over it, not the connection), graceful GOAWAY, and the defences against
+Rapid Reset and control-frame floods. Each request stream runs the one
+request path (exchange.run) in its own greenlet of the connection's group.
+"""
+
+import logging
+import time
+import traceback
+
+from gevent.event import Event
+from gevent.pool import Group
+
+try:
+    from h2.config import H2Configuration
+    from h2.connection import H2Connection
+    from h2.errors import ErrorCodes
+    from h2.events import (ConnectionTerminated, DataReceived, PingReceived, PriorityUpdated, RemoteSettingsChanged,
+                           RequestReceived, StreamEnded, StreamReset, UnknownFrameReceived, WindowUpdated)
+    from h2.exceptions import H2Error, ProtocolError
+    from h2.settings import SettingCodes, Settings
+    from hyperframe.frame import GoAwayFrame
+    AVAILABLE = True
+except ImportError:  # pragma: no cover - h2 is a dependency; without it HTTP/2 is never offered
+    AVAILABLE = False
+    H2Connection = object
+
+from .. import exchange
+from ..body import BodyReadError
+from ..request import HTTPError
+from ..transport import ConnectionEnded, Phase, monotonic
+from .http2_output import HIGH_WATER, Output
+from .http2_request import build_request
+from .http2_stream import Http2Body, Http2Stream
+
+logger = logging.getLogger("lilush_http")
+
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+NEVER = float("inf")
+FLOOD_BURST = 1000  # control frames (PING, SETTINGS, PRIORITY, empty DATA, unknown) a peer may send at once
+FLOOD_RATE = 100.0  # ... and per second after that
+RESET_SECONDS = 10.0  # http2_max_resets counts the streams a client resets within this many seconds
+GOODBYE_SECONDS = 1.0  # how long the last frames (a GOAWAY) get to leave before the connection closes
+CODES = {"internal": 2, "refused": 7, "cancel": 8, "no error": 0}
+
+
+def serve(conn, host, client_ip):
+    """Serve one HTTP/2 connection (the preface is in the transport's buffer) until it ends."""
+    Http2Connection(conn, host, client_ip).serve()
+
+
+class ServerConnection(H2Connection):
+    """h2's connection, server side, with our settings; the stream limit is ours to
+    enforce (REFUSED_STREAM for one stream), so h2's own count never trips."""
+
+    def __init__(self, settings):
+        super().__init__(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
+                                         normalize_outbound_headers=False, split_outbound_cookies=False))
+        self.local_settings = Settings(client=False, initial_values=settings)
+
+    @property
+    def open_inbound_streams(self):
+        H2Connection.open_inbound_streams.fget(self)  # h2 forgets closed streams as it counts
+        return 0
+
+
+class Bucket:
+    """A leaky bucket: ``hit`` is False once more than ``burst`` hits came faster than ``rate`` a second."""
+
+    __slots__ = ("burst", "rate", "level", "last")
+
+    def __init__(self, burst, rate):
+        self.burst = burst
+        self.rate = rate
+        self.level = 0.0
+        self.last = monotonic()
+
+    def hit(self):
+        now = monotonic()
+        self.level = max(0.0, self.level - (now - self.last) * self.rate) + 1.0
+        self.last = now
+        return self.level <= self.burst
+
+
+class Calm(Exception):
+    """The peer broke a rate cap: GOAWAY ENHANCE_YOUR_CALM."""
+
+
+class Http2Connection:
+    """One HTTP/2 connection: the reader (this greenlet), the streams, the output."""
+
+    def __init__(self, conn, host, client_ip):
+        settings = host.settings
+        cfg = settings.cfg
+        self.conn = conn
+        self.host = host
+        self.client_ip = client_ip
+        self.max_streams = cfg["http2_max_concurrent_streams"]
+        self.h2 = ServerConnection({
+            SettingCodes.MAX_CONCURRENT_STREAMS: self.max_streams,
+            SettingCodes.MAX_HEADER_LIST_SIZE: header_list_size(settings.limits),
+        })
+        self.output = Output(conn, self.h2, self._update)
+        self.streams = {}  # stream id -> Http2Stream, from its HEADERS until its greenlet ends
+        self.group = Group()
+        self.count = 0  # streams begun
+        self.body_waiters = 0  # streams whose handler waits for DATA
+        self.window_waiters = set()  # streams waiting for flow-control window
+        self.header_started = None  # when a header block began arriving in parts (CONTINUATION)
+        self.idle_since = monotonic()
+        self.goaway = None  # the last stream id of the GOAWAY sent, once sent
+        self.flood = Bucket(FLOOD_BURST, FLOOD_RATE)
+        resets = cfg["http2_max_resets"]
+        self.resets = Bucket(resets, resets / RESET_SECONDS)
+        self.ended = False
+        self.dispatch = {RequestReceived: self._on_request, DataReceived: self._on_data,
+                         StreamEnded: self._on_end, StreamReset: self._on_reset,
+                         WindowUpdated: self._on_window, RemoteSettingsChanged: self._on_settings,
+                         PingReceived: self._on_control, PriorityUpdated: self._on_control,
+                         UnknownFrameReceived: self._on_control, ConnectionTerminated: self._on_goaway}
+
+    # -- the reader --------------------------------------------------------------------
+
+    def serve(self):
+        h2 = self.h2
+        h2.initiate_connection()
+        self.output.flush()
+        data = self.conn.take()
+        try:
+            while True:
+                if data:
+                    self._receive(data)
+                if (self.goaway is not None or self.ended) and not self.streams:
+                    break
+                if self.output.size > HIGH_WATER:
+                    self._wait_output()
+                data = self._read()
+        except Calm as exc:
+            logger.info("HTTP/2 connection from %s closed: %s", self.client_ip, exc)
+            h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        except ProtocolError as exc:
+            logger.debug("HTTP/2 connection from %s: protocol error: %s", self.client_ip, exc)
+        except ConnectionEnded as exc:
+            if exc.message == "keepalive timeout" and self.goaway is None:
+                h2.close_connection(ErrorCodes.NO_ERROR)
+        finally:
+            self._end()
+
+    def _read(self):
+        """The next bytes from the peer, within the deadline of what the connection waits for."""
+        self._update()
+        conn = self.conn
+        cfg = self.host.settings.cfg
+        message = "keepalive timeout"
+        if not self.streams:
+            deadline = self.idle_since + cfg["keepalive_idle_timeout"]
+        elif self.header_started is not None:
+            deadline = self.header_started + cfg["request_header_timeout"]
+            message = "request header timeout"
+        else:
+            deadline = NEVER
+        if self.host.stopping or conn.close_requested:
+            self._say_goodbye()
+        return conn.receive(deadline, message, False)
+
+    def _receive(self, data):
+        h2 = self.h2
+        try:
+            events = h2.receive_data(data)
+        finally:
+            self.output.flush()  # h2's answers (SETTINGS and PING ACKs, a GOAWAY on error)
+        self.header_started = (self.header_started or monotonic()) if partial_header(h2) else None
+        starting = []
+        dispatch = self.dispatch
+        for event in events:
+            handler = dispatch.get(type(event))
+            if handler is not None:
+                stream = handler(event)
+                if stream is not None:
+                    starting.append(stream)
+        for stream in starting:
+            if stream.reset is None:
+                self.group.spawn(self._run, stream)
+            else:  # opened and reset in the same read
+                self._forget(stream)
+        self.output.flush()
+
+    def _wait_output(self):
+        """The peer does not read what we send: read no more from it until it does."""
+        self.conn.set_phase(Phase.SENDING)
+        self.output.wait_room(self.host.settings.cfg["response_send_timeout"])
+
+    # -- events --------------------------------------------------------------------------
+
+    def _on_request(self, event):
+        sid = event.stream_id
+        if self.goaway is not None or len(self.streams) >= self.max_streams:
+            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
+            if not self.flood.hit():
+                raise Calm("too many streams refused")
+            return None
+        settings = self.host.settings
+        self.count += 1
+        self.conn.begin_request()
+        started = time.perf_counter()
+        request, error = build_request(event.headers, settings.limits)
+        stream = Http2Stream(self, sid, request, settings, self.count, started)
+        if error is not None:
+            stream.body = error  # answered by _run
+        elif event.stream_ended is None:
+            stream.body = Http2Body(stream, request.content_length, settings.cfg["request_body_timeout"],
+                                    settings.limits.body)
+        self.streams[sid] = stream
+        return stream
+
+    def _on_data(self, event):
+        stream = self.streams.get(event.stream_id)
+        body = stream.body if stream is not None else None
+        if type(body) is not Http2Body or not body.feed(event.data, event.flow_controlled_length):
+            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        if not event.data and event.stream_ended is None and not self.flood.hit():
+            raise Calm("a flood of empty DATA frames")
+
+    def _on_end(self, event):
+        stream = self.streams.get(event.stream_id)
+        if stream is not None and type(stream.body) is Http2Body:
+            stream.body.end()
+
+    def _on_reset(self, event):
+        stream = self.streams.get(event.stream_id)
+        if stream is None:
+            return
+        stream.reset = "stream reset by the client"
+        if type(stream.body) is Http2Body:
+            stream.body.fail(BodyReadError("stream reset by the client"))
+        if stream.window is not None:
+            stream.window.set()
+        if not stream.ended and not self.resets.hit():
+            raise Calm("more than %d streams reset within %d s (Rapid Reset)"
+                       % (self.resets.burst, RESET_SECONDS))
+
+    def _on_window(self, event):
+        if event.stream_id:
+            stream = self.streams.get(event.stream_id)
+            if stream is not None and stream.window is not None:
+                stream.window.set()
+        else:
+            self._wake_senders()
+
+    def _on_settings(self, event):
+        self._wake_senders()
+        self._on_control(event)
+
+    def _on_control(self, event):
+        if not self.flood.hit():
+            raise Calm("a flood of %s frames" % type(event).__name__)
+
+    def _on_goaway(self, event):
+        self.ended = True  # the peer leaves; h2 sends nothing more after its GOAWAY
+
+    def _wake_senders(self):
+        for stream in self.window_waiters:
+            stream.window.set()
+
+    # -- streams -----------------------------------------------------------------------------
+
+    def _run(self, stream):
+        """A stream's greenlet: the body (whole, unless the handler streams it), then the exchange."""
+        settings = stream.settings
+        try:
+            body = stream.body
+            if type(body) is HTTPError:
+                size = stream.refuse(body.status, body.message)
+                exchange.refused(settings, stream.request, self.client_ip, body.status, size)
+                return
+            if type(body) is Http2Body and not settings.stream_body:
+                stream.body = body.read_all()
+            exchange.run(stream, settings, settings.redis)
+        except BodyReadError as exc:
+            if exc.status is not None and not stream.head_sent:
+                size = stream.refuse(exc.status, exc.message)
+                exchange.refused(settings, stream.request, self.client_ip, exc.status, size)
+        except ConnectionEnded:
+            pass
+        except Exception:
+            logger.error("HTTP/2 stream %d failed:\n%s", stream.id, traceback.format_exc())
+        finally:
+            self._finish(stream)
+
+    def _finish(self, stream):
+        """The stream's greenlet ended: reset what is unfinished, hand back unread window."""
+        h2 = self.h2
+        sid = stream.id
+        try:
+            if not stream.ended:
+                self.reset_stream(stream, "internal")
+            elif stream.reset is None and type(stream.body) is Http2Body and not stream.body.ended:
+                h2.reset_stream(sid, ErrorCodes.NO_ERROR)  # answered: the rest of the body is not needed
+            if type(stream.body) is Http2Body:
+                unread = stream.body.unread()
+                if unread:
+                    h2.acknowledge_received_data(unread, sid)
+        except H2Error:
+            pass
+        self._forget(stream)
+        self.output.flush()
+
+    def _forget(self, stream):
+        self.streams.pop(stream.id, None)
+        if not self.streams:
+            self.idle_since = monotonic()
+            if self.goaway is not None or self.ended:
+                self.conn.evict()  # wake the reader: the connection is done
+        self._update()
+
+    def _say_goodbye(self):
+        """Graceful GOAWAY (stop, drain, admission asking for the slot): the streams
+        begun finish, no new one starts. Built here because h2 sends nothing after its own."""
+        if self.goaway is not None:
+            return
+        self.goaway = self.h2.highest_inbound_stream_id
+        self.output.add(GoAwayFrame(0, last_stream_id=self.goaway, error_code=0).serialize())
+        if not self.streams:
+            self.conn.evict()
+
+    def _update(self):
+        """The connection's phase, for admission and the stop: what it waits for."""
+        if self.output.blocked or self.window_waiters:
+            phase = Phase.SENDING
+        elif self.header_started is not None:
+            phase = Phase.HEAD
+        elif self.body_waiters:
+            phase = Phase.BODY
+        elif self.streams:
+            phase = Phase.HANDLER
+        else:
+            phase = Phase.IDLE
+        self.conn.set_phase(phase)
+
+    def _end(self):
+        """The connection ends: the last frames get a moment to leave, streams still running are ended."""
+        self.ended = True
+        for stream in list(self.streams.values()):
+            if stream.reset is None:
+                stream.reset = "connection closed"
+            if type(stream.body) is Http2Body:
+                stream.body.fail(BodyReadError("connection closed"))
+            if stream.window is not None:
+                stream.window.set()
+        self.output.flush()
+        self.output.drain(GOODBYE_SECONDS)
+        self.group.kill(block=True, timeout=GOODBYE_SECONDS)
+        self.output.close()
+
+    # -- what streams call -----------------------------------------------------------------------
+
+    def send_head(self, stream, status, fields, end):
+        stream.check()
+        try:
+            self.h2.send_headers(stream.id, [(":status", str(status))] + fields, end_stream=end)
+        except H2Error as exc:
+            stream.reset = "stream closed: %s" % exc
+            raise ConnectionEnded(stream.reset) from None
+        stream.head_sent = True
+        self.output.flush()
+
+    def send_data(self, stream, data, end):
+        """``data`` on the stream in frames the peer's windows allow; waits for window and
+        for the output to drain (response_send_timeout each)."""
+        h2 = self.h2
+        sid = stream.id
+        output = self.output
+        timeout = stream.settings.cfg["response_send_timeout"]
+        size = len(data)
+        pos = 0
+        while True:
+            stream.check()
+            if output.size > HIGH_WATER:
+                output.wait_room(timeout)
+                continue
+            left = size - pos
+            try:
+                if left:
+                    window = h2.local_flow_control_window(sid)
+                    if window <= 0:
+                        self._wait_window(stream, timeout)
+                        continue
+                    piece = min(left, window, h2.max_outbound_frame_size)
+                    h2.send_data(sid, data[pos:pos + piece] if piece < size else data,
+                                 end_stream=end and piece == left)
+                    pos += piece
+                elif end:
+                    h2.end_stream(sid)
+            except H2Error as exc:
+                stream.reset = "stream closed: %s" % exc
+                raise ConnectionEnded(stream.reset) from None
+            output.flush()
+            if pos == size:
+                return
+
+    def _wait_window(self, stream, timeout):
+        if stream.window is None:
+            stream.window = Event()
+        stream.window.clear()
+        self.window_waiters.add(stream)
+        self._update()
+        try:
+            opened = stream.window.wait(timeout)
+        finally:
+            self.window_waiters.discard(stream)
+            self._update()
+        if not opened and stream.reset is None:
+            self.reset_stream(stream, "cancel")
+            raise ConnectionEnded("response send timeout")
+
+    def reset_stream(self, stream, why):
+        if stream.reset is None:
+            stream.reset = why
+            try:
+                self.h2.reset_stream(stream.id, CODES[why])
+            except H2Error:
+                pass
+            self.output.flush()
+
+    def consumed(self, stream, flow_length):
+        """The handler read DATA of ``flow_length``: the peer may send that much more."""
+        if flow_length:
+            try:
+                self.h2.acknowledge_received_data(flow_length, stream.id)
+            except H2Error:
+                return
+            self.output.flush()
+
+    def waiting_body(self, stream, waiting):
+        self.body_waiters += 1 if waiting else -1
+        self._update()
+
+
+def header_list_size(limits):
+    """SETTINGS_MAX_HEADER_LIST_SIZE from the HTTP/1.1 header limits (64 KiB at the defaults)."""
+    return min(65536, (limits.headers + 1) * limits.line)
+
+
+def partial_header(h2):
+    """Whether a header block has begun and waits for its CONTINUATION frames."""
+    return bool(getattr(h2.incoming_buffer, "_headers_buffer", None))
