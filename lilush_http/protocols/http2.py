@@ -12,6 +12,7 @@ import logging
 import time
 import traceback
 
+from gevent import sleep
 from gevent.event import Event
 from gevent.pool import Group
 
@@ -23,6 +24,7 @@ try:
                            RequestReceived, StreamEnded, StreamReset, UnknownFrameReceived, WindowUpdated)
     from h2.exceptions import H2Error, ProtocolError
     from h2.settings import SettingCodes, Settings
+    from hpack import HPACKError
     from hyperframe.frame import GoAwayFrame
     AVAILABLE = True
 except ImportError:  # pragma: no cover - h2 is a dependency; without it HTTP/2 is never offered
@@ -41,10 +43,12 @@ logger = logging.getLogger("lilush_http")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NEVER = float("inf")
+ENHANCE_YOUR_CALM = 0xb
 FLOOD_BURST = 1000  # control frames (PING, SETTINGS, PRIORITY, empty DATA, unknown) a peer may send at once
 FLOOD_RATE = 100.0  # ... and per second after that
 RESET_SECONDS = 10.0  # http2_max_resets counts the streams a client resets within this many seconds
-GOODBYE_SECONDS = 1.0  # how long the last frames (a GOAWAY) get to leave before the connection closes
+GOODBYE_SECONDS = 1.0
+QUANTUM = 32 * 1024  # body bytes a stream queues before the other streams get a turn  # how long the last frames (a GOAWAY) get to leave before the connection closes
 CODES = {"internal": 2, "refused": 7, "cancel": 8, "no error": 0}
 
 
@@ -86,8 +90,12 @@ class Bucket:
         return self.level <= self.burst
 
 
-class Calm(Exception):
-    """The peer broke a rate cap: GOAWAY ENHANCE_YOUR_CALM."""
+class PeerError(Exception):
+    """The peer broke a rule h2 does not check, or a rate cap: GOAWAY with ``code``."""
+
+    def __init__(self, message, code=ENHANCE_YOUR_CALM):
+        super().__init__(message)
+        self.code = code
 
 
 class Http2Connection:
@@ -117,6 +125,7 @@ class Http2Connection:
         resets = cfg["http2_max_resets"]
         self.resets = Bucket(resets, resets / RESET_SECONDS)
         self.ended = False
+        self.opening = b""  # the first bytes, until the frame after the preface is known to be SETTINGS
         self.dispatch = {RequestReceived: self._on_request, DataReceived: self._on_data,
                          StreamEnded: self._on_end, StreamReset: self._on_reset,
                          WindowUpdated: self._on_window, RemoteSettingsChanged: self._on_settings,
@@ -139,16 +148,27 @@ class Http2Connection:
                 if self.output.size > HIGH_WATER:
                     self._wait_output()
                 data = self._read()
-        except Calm as exc:
-            logger.info("HTTP/2 connection from %s closed: %s", self.client_ip, exc)
-            h2.close_connection(ErrorCodes.ENHANCE_YOUR_CALM)
+        except PeerError as exc:
+            level = logging.INFO if exc.code == ENHANCE_YOUR_CALM else logging.DEBUG
+            logger.log(level, "HTTP/2 connection from %s closed: %s", self.client_ip, exc)
+            self._fail(exc.code)
         except ProtocolError as exc:
             logger.debug("HTTP/2 connection from %s: protocol error: %s", self.client_ip, exc)
+            if isinstance(exc.__cause__, HPACKError):  # h2 says PROTOCOL_ERROR; RFC 9113 section 4.3 says:
+                self._fail(ErrorCodes.COMPRESSION_ERROR)
+            else:
+                self.output.flush()
         except ConnectionEnded as exc:
             if exc.message == "keepalive timeout" and self.goaway is None:
                 h2.close_connection(ErrorCodes.NO_ERROR)
         finally:
             self._end()
+
+    def _fail(self, code):
+        """End the connection with GOAWAY ``code`` (in place of what h2 queued, if anything)."""
+        self.h2.clear_outbound_data_buffer()
+        self.output.add(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id,
+                                    error_code=code).serialize())
 
     def _read(self):
         """The next bytes from the peer, within the deadline of what the connection waits for."""
@@ -169,10 +189,10 @@ class Http2Connection:
 
     def _receive(self, data):
         h2 = self.h2
-        try:
-            events = h2.receive_data(data)
-        finally:
-            self.output.flush()  # h2's answers (SETTINGS and PING ACKs, a GOAWAY on error)
+        if self.opening is not None:
+            self._check_opening(data)
+        events = h2.receive_data(data)  # on a ProtocolError, serve() sends h2's GOAWAY (or its own)
+        self.output.flush()  # h2's answers: SETTINGS and PING ACKs
         self.header_started = (self.header_started or monotonic()) if partial_header(h2) else None
         starting = []
         dispatch = self.dispatch
@@ -189,6 +209,14 @@ class Http2Connection:
                 self._forget(stream)
         self.output.flush()
 
+    def _check_opening(self, data):
+        """RFC 9113 section 3.4: the preface's first frame is SETTINGS (h2 does not check)."""
+        self.opening += data[:len(PREFACE) + 9]
+        if len(self.opening) > len(PREFACE) + 3:
+            if self.opening.startswith(PREFACE) and self.opening[len(PREFACE) + 3] != 4:
+                raise PeerError("the first frame is not SETTINGS", ErrorCodes.PROTOCOL_ERROR)
+            self.opening = None
+
     def _wait_output(self):
         """The peer does not read what we send: read no more from it until it does."""
         self.conn.set_phase(Phase.SENDING)
@@ -201,7 +229,7 @@ class Http2Connection:
         if self.goaway is not None or len(self.streams) >= self.max_streams:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             if not self.flood.hit():
-                raise Calm("too many streams refused")
+                raise PeerError("too many streams refused")
             return None
         settings = self.host.settings
         self.count += 1
@@ -211,6 +239,9 @@ class Http2Connection:
         stream = Http2Stream(self, sid, request, settings, self.count, started)
         if error is not None:
             stream.body = error  # answered by _run
+        elif event.stream_ended is not None and request.content_length:
+            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 section 8.1.1: no DATA came
+            return None
         elif event.stream_ended is None:
             stream.body = Http2Body(stream, request.content_length, settings.cfg["request_body_timeout"],
                                     settings.limits.body)
@@ -223,7 +254,7 @@ class Http2Connection:
         if type(body) is not Http2Body or not body.feed(event.data, event.flow_controlled_length):
             self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         if not event.data and event.stream_ended is None and not self.flood.hit():
-            raise Calm("a flood of empty DATA frames")
+            raise PeerError("a flood of empty DATA frames")
 
     def _on_end(self, event):
         stream = self.streams.get(event.stream_id)
@@ -240,7 +271,7 @@ class Http2Connection:
         if stream.window is not None:
             stream.window.set()
         if not stream.ended and not self.resets.hit():
-            raise Calm("more than %d streams reset within %d s (Rapid Reset)"
+            raise PeerError("more than %d streams reset within %d s (Rapid Reset)"
                        % (self.resets.burst, RESET_SECONDS))
 
     def _on_window(self, event):
@@ -257,7 +288,7 @@ class Http2Connection:
 
     def _on_control(self, event):
         if not self.flood.hit():
-            raise Calm("a flood of %s frames" % type(event).__name__)
+            raise PeerError("a flood of %s frames" % type(event).__name__)
 
     def _on_goaway(self, event):
         self.ended = True  # the peer leaves; h2 sends nothing more after its GOAWAY
@@ -377,7 +408,11 @@ class Http2Connection:
         timeout = stream.settings.cfg["response_send_timeout"]
         size = len(data)
         pos = 0
+        turn = 0
         while True:
+            if turn >= QUANTUM:  # let the other streams' greenlets have their turn
+                turn = 0
+                sleep(0)
             stream.check()
             if output.size > HIGH_WATER:
                 output.wait_room(timeout)
@@ -393,6 +428,7 @@ class Http2Connection:
                     h2.send_data(sid, data[pos:pos + piece] if piece < size else data,
                                  end_stream=end and piece == left)
                     pos += piece
+                    turn += piece
                 elif end:
                     h2.end_stream(sid)
             except H2Error as exc:
