@@ -577,14 +577,14 @@ def test_certificate_chain_file_is_sent_whole(live_server, pki):
 def test_good_config_builds_contexts(pki):
     srv, err = server.new({"ssl": pki.ssl, "port": 0})
     assert err is None and srv is not None
-    certificates = srv._certificates
+    certificates = srv.settings.certificates
     assert certificates.context_for("ALPHA.test") is certificates.hosts["alpha.test"]
     assert certificates.context_for("a.beta.test") is certificates.wildcards[".beta.test"]
     assert certificates.context_for("a.b.beta.test") is certificates.default
     assert certificates.context_for(None) is certificates.default
     assert certificates.default.minimum_version == ssl.TLSVersion.TLSv1_2
     srv, err = server.new({"port": 0})
-    assert err is None and srv._certificates is None
+    assert err is None and srv.settings.certificates is None
 
 
 # -- certificate rotation ---------------------------------------------------------------------
