@@ -28,7 +28,7 @@ from .protocols import http1
 from .request import Limits
 from .settings import Settings
 from .transport import listeners, tls
-from .transport.accept import ALPN, Acceptor
+from .transport.accept import Acceptor, alpn_offered
 from .transport.admission import Admission
 from .transport.connection import Transport, shutdown
 from .transport.deadlines import Deadlines
@@ -103,7 +103,7 @@ class Server:
         err = configuration.validate(merged)
         if err:
             return None, err
-        certificates, err = tls.build(merged["ssl"], ALPN)
+        certificates, err = tls.build(merged["ssl"], alpn_offered(merged))
         if err:
             return None, err
         if merged["redis"] != self.cfg["redis"]:  # a new pool only when the settings change

@@ -12,7 +12,7 @@ import gevent
 from gevent import get_hub
 from gevent.event import Event
 
-from ..connection import WOULD_BLOCK, ConnectionEnded, monotonic
+from ..transport.connection import WOULD_BLOCK, ConnectionEnded, monotonic
 
 HIGH_WATER = 256 * 1024  # bytes waiting for the socket above which writers and the reader wait
 LOW_WATER = 64 * 1024  # ... until no more than this many wait
