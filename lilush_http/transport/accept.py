@@ -14,7 +14,7 @@ import traceback
 from .. import forwarding, metrics
 from ..protocols import http1, http2
 from . import tls
-from .connection import Transport
+from .connection import ConnectionEnded, Transport
 from .proxy import read_proxy_header
 
 logger = logging.getLogger("lilush_http")
@@ -80,6 +80,8 @@ class Acceptor:
         self.deadlines.start()
         try:
             pick_driver(conn, alpn, settings.cfg)(conn, self.host, client_ip)
+        except ConnectionEnded:  # gone (or silent) before its first bytes told the protocol
+            pass
         except Exception:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
