@@ -114,6 +114,7 @@ class Http2Connection:
         })
         self.output = Output(conn, self.h2, self._update)
         self.streams = {}  # stream id -> Http2Stream, from its HEADERS until its greenlet ends
+        self.starting = []  # streams opened by the frames being read, whose greenlets start after
         self.group = Group()
         self.count = 0  # streams begun
         self.body_waiters = 0  # streams whose handler waits for DATA
@@ -158,14 +159,17 @@ class Http2Connection:
                 self._fail(ErrorCodes.COMPRESSION_ERROR)
             else:
                 self.output.flush()
+            self.conn.linger_on_close()
         except ConnectionEnded as exc:
-            if exc.message == "keepalive timeout" and self.goaway is None:
+            message = self._deadline()[1] if self.conn.expired else exc.message  # the deadline may have moved
+            if message in ("keepalive timeout", "request header timeout") and self.goaway is None:
                 h2.close_connection(ErrorCodes.NO_ERROR)
         finally:
             self._end()
 
     def _fail(self, code):
         """End the connection with GOAWAY ``code`` (in place of what h2 queued, if anything)."""
+        self.conn.linger_on_close()  # so the GOAWAY is read, not lost to a reset
         self.h2.clear_outbound_data_buffer()
         self.output.add(GoAwayFrame(0, last_stream_id=self.h2.highest_inbound_stream_id,
                                     error_code=code).serialize())
@@ -173,19 +177,26 @@ class Http2Connection:
     def _read(self):
         """The next bytes from the peer, within the deadline of what the connection waits for."""
         self._update()
-        conn = self.conn
-        cfg = self.host.settings.cfg
-        message = "keepalive timeout"
-        if not self.streams:
-            deadline = self.idle_since + cfg["keepalive_idle_timeout"]
-        elif self.header_started is not None:
-            deadline = self.header_started + cfg["request_header_timeout"]
-            message = "request header timeout"
-        else:
-            deadline = NEVER
-        if self.host.stopping or conn.close_requested:
+        if self.host.stopping or self.conn.close_requested:
             self._say_goodbye()
-        return conn.receive(deadline, message, False)
+        deadline, message = self._deadline()
+        return self.conn.receive(deadline, message, False)
+
+    def _deadline(self):
+        """(deadline, its timeout message) of the reader's wait: a header block's, the idle
+        connection's, and the blocked output's, whichever comes first."""
+        cfg = self.host.settings.cfg
+        if self.header_started is not None:
+            deadline, message = self.header_started + cfg["request_header_timeout"], "request header timeout"
+        elif not self.streams:
+            deadline, message = self.idle_since + cfg["keepalive_idle_timeout"], "keepalive timeout"
+        else:
+            deadline, message = NEVER, "closed"
+        if self.output.blocked:
+            sending = self.output.progress + cfg["response_send_timeout"]
+            if sending < deadline:
+                deadline, message = sending, "response send timeout"
+        return deadline, message
 
     def _receive(self, data):
         h2 = self.h2
@@ -194,19 +205,16 @@ class Http2Connection:
         events = h2.receive_data(data)  # on a ProtocolError, serve() sends h2's GOAWAY (or its own)
         self.output.flush()  # h2's answers: SETTINGS and PING ACKs
         self.header_started = (self.header_started or monotonic()) if partial_header(h2) else None
-        starting = []
+        starting = self.starting
         dispatch = self.dispatch
         for event in events:
             handler = dispatch.get(type(event))
             if handler is not None:
-                stream = handler(event)
-                if stream is not None:
-                    starting.append(stream)
+                handler(event)
+        self.starting = []
         for stream in starting:
-            if stream.reset is None:
+            if stream.reset is None:  # not opened and reset in the same read
                 self.group.spawn(self._run, stream)
-            else:  # opened and reset in the same read
-                self._forget(stream)
         self.output.flush()
 
     def _check_opening(self, data):
@@ -230,7 +238,7 @@ class Http2Connection:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             if not self.flood.hit():
                 raise PeerError("too many streams refused")
-            return None
+            return
         settings = self.host.settings
         self.count += 1
         self.conn.begin_request()
@@ -241,12 +249,12 @@ class Http2Connection:
             stream.body = error  # answered by _run
         elif event.stream_ended is not None and request.content_length:
             self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 section 8.1.1: no DATA came
-            return None
+            return
         elif event.stream_ended is None:
             stream.body = Http2Body(stream, request.content_length, settings.cfg["request_body_timeout"],
                                     settings.limits.body)
         self.streams[sid] = stream
-        return stream
+        self.starting.append(stream)
 
     def _on_data(self, event):
         stream = self.streams.get(event.stream_id)
@@ -270,6 +278,8 @@ class Http2Connection:
             stream.body.fail(BodyReadError("stream reset by the client"))
         if stream.window is not None:
             stream.window.set()
+        if stream in self.starting:  # reset before its greenlet started: it never will
+            self._forget(stream)
         if not stream.ended and not self.resets.hit():
             raise PeerError("more than %d streams reset within %d s (Rapid Reset)"
                        % (self.resets.burst, RESET_SECONDS))
@@ -371,6 +381,7 @@ class Http2Connection:
         else:
             phase = Phase.IDLE
         self.conn.set_phase(phase)
+        self.conn.move_deadline(self._deadline()[0])
 
     def _end(self):
         """The connection ends: the last frames get a moment to leave, streams still running are ended."""

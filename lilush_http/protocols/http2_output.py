@@ -107,6 +107,7 @@ class Output:
                 self.conn.sendall(piece, None)
                 self.size -= len(piece)
                 self.progress = monotonic()
+                self.on_change()  # the connection's deadline moves with the progress
                 if self.size <= LOW_WATER:
                     self.room.set()
         except ConnectionEnded:

@@ -463,6 +463,12 @@ class Transport(SocketFace, Sending):
         finally:
             self.deadline = 0.0
 
+    def move_deadline(self, deadline):
+        """Change the deadline of the wait in progress, if one is (HTTP/2: the reader
+        waits while its streams change what the connection waits for)."""
+        if self.deadline:
+            self.deadline = deadline
+
     def expire(self):
         """The deadline passed: wake the waiting operation by shutting the socket down."""
         self.expired = True
