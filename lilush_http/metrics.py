@@ -18,6 +18,7 @@ from time import perf_counter
 
 import gevent
 
+from .tables import check_table, port_problem
 logger = logging.getLogger("lilush_http")
 
 DEFAULTS = {"ip": "127.0.0.1", "port": 9101}
@@ -35,19 +36,14 @@ _made_directory = None  # the PROMETHEUS_MULTIPROC_DIR that prepare_multiprocess
 
 def validate(cfg):
     """The first problem in the ``metrics`` table, naming the key, or None."""
-    if cfg is None:
-        return None
-    if not isinstance(cfg, dict):
-        return "metrics: expected a table {ip, port}, got %r" % (cfg,)
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        return "metrics: unknown key %r (expected ip, port)" % sorted(unknown)[0]
-    merged = dict(DEFAULTS, **cfg)
+    merged, problem = check_table("metrics", cfg, DEFAULTS, "ip, port")
+    if merged is None:
+        return problem
     if not isinstance(merged["ip"], str) or not merged["ip"]:
         return "metrics.ip: expected an address string, got %r" % (merged["ip"],)
-    port = merged["port"]
-    if type(port) is not int or not 0 <= port <= 65535:
-        return "metrics.port: expected an integer from 0 to 65535, got %r" % (port,)
+    problem = port_problem("metrics.port", merged["port"], 0)
+    if problem:
+        return problem
     try:
         import prometheus_client  # noqa: F401
     except ImportError:

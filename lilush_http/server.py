@@ -20,13 +20,11 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import config as configuration
-from . import forwarding, metrics, redis_client, websocket
+from . import metrics, redis_client, websocket
 from .access import AccessLog
-from .compression import Policy
 from .log import LEVELS, Logger, ensure_output, use_error_log
 from .protocols import http1
-from .request import Limits
-from .settings import Settings
+from .settings import freeze
 from .transport import listeners, tls
 from .transport.accept import Acceptor, alpn_offered
 from .transport.admission import Admission
@@ -65,7 +63,7 @@ class Server:
         self.cfg = configuration.defaults()
         self.logger = Logger(logger)
         self.redis = None
-        self.settings = self._freeze(None, AccessLog.build(self.cfg)[0], None)
+        self.settings = freeze(self.cfg, handle, None, AccessLog.build(self.cfg)[0], None, None, self.logger)
         self._server = None
         self._listener = None
         self._listening = None  # the listeners.Listener while serving (its name for the start line)
@@ -76,9 +74,7 @@ class Server:
         self._admission = Admission(self._connections, self.cfg)
         self._stopping = False
         self._stopped = None
-        self._loop_thread = None
-        self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
-        self._stop_request = None  # (timeout, threading.Event) of such a stop()
+        self._remote_stop = None  # a RemoteStop while serving: stop() from another thread
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
@@ -120,17 +116,11 @@ class Server:
         self.cfg.clear()
         self.cfg.update(merged)
         # New connections use the new certificates; open ones keep theirs.
-        self.settings = self._freeze(certificates, access, self.settings.recorder)
+        self.settings = freeze(self.cfg, self.handle, certificates, access, self.settings.recorder, self.redis,
+                               self.logger)
         self._deadlines.tick = Deadlines.tick_for(self.cfg)
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
-
-    def _freeze(self, certificates, access, recorder):
-        cfg = self.cfg
-        return Settings(handle=self.handle, stream_body=getattr(self.handle, "stream_body", False), cfg=cfg,
-                        limits=Limits.from_config(cfg), compression=Policy(cfg["compression"]),
-                        trusted=forwarding.TrustedProxies(cfg["trusted_proxies"]), access=access,
-                        recorder=recorder, redis=self.redis, logger=self.logger, certificates=certificates)
 
     # -- what drivers and the supervisor see ---------------------------------------
 
@@ -214,18 +204,11 @@ class Server:
         self._listener = listener
         self._stopping = False
         self._stopped = Event()
-        self._loop_thread = thread_id()
-        self._stop_async = gevent.get_hub().loop.async_()
-        self._stop_async.start(lambda: gevent.spawn(self.stop, *self._stop_request[0]))
+        self._remote_stop = RemoteStop(self.stop)
 
     def _end(self):
-        self._stop_async.stop()
-        self._stop_async.close()
-        self._stop_async = None
+        self._remote_stop.close()
         self._listener = None
-        if self._stop_request is not None:  # a supervisor's stop() from another thread
-            self._stop_request[1].set()
-            self._stop_request = None
 
     def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
@@ -258,11 +241,8 @@ class Server:
         idle that long, so a client sending its next request just now is answered."""
         if self._listener is None:
             return
-        if self._loop_thread != thread_id():
-            done = threading.Event()
-            self._stop_request = ((timeout, idle_grace), done)
-            self._stop_async.send()
-            done.wait(timeout + 5)
+        if self._remote_stop.elsewhere():
+            self._remote_stop.request(timeout, idle_grace)
             return
         if self._stopping:
             return
@@ -281,9 +261,7 @@ class Server:
         self._server = None
         logger.info("lilush_http stopped")
         self._stopped.set()
-        if self._stop_request is not None:
-            self._stop_request[1].set()
-            self._stop_request = None
+        self._remote_stop.done()
 
     def _wind_down(self, deadline, idle_grace):
         """Close idle connections (idle ``idle_grace`` seconds) until every connection
@@ -323,3 +301,34 @@ class Server:
             conn = self._direct[sock] = Transport(sock, client_ip=client_ip, sessions=None)
         self._deadlines.start()
         return conn
+
+
+class RemoteStop:
+    """stop() called from another thread than the serving one: the call is handed
+    to the serving thread's hub, and the caller waits until it is done."""
+
+    def __init__(self, stop):
+        self.thread = thread_id()
+        self.waiting = None  # (arguments, threading.Event) of the stop asked for
+        self.wakeup = gevent.get_hub().loop.async_()
+        self.wakeup.start(lambda: gevent.spawn(stop, *self.waiting[0]))
+
+    def elsewhere(self):
+        return self.thread != thread_id()
+
+    def request(self, timeout, idle_grace):
+        done = threading.Event()
+        self.waiting = ((timeout, idle_grace), done)
+        self.wakeup.send()
+        done.wait(timeout + 5)
+
+    def done(self):
+        """The stop finished (or serving ended): release a waiting caller."""
+        if self.waiting is not None:
+            self.waiting[1].set()
+            self.waiting = None
+
+    def close(self):
+        self.wakeup.stop()
+        self.wakeup.close()
+        self.done()

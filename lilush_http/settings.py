@@ -5,6 +5,18 @@ metrics recorder when it starts serving); drivers and the exchange read the
 current one once per request. Nothing writes its attributes.
 """
 
+from . import forwarding
+from .compression import Policy
+from .request import Limits
+
+
+def freeze(cfg, handle, certificates, access, recorder, redis, logger):
+    """The Settings of the merged config ``cfg`` and what configure built for it."""
+    return Settings(handle=handle, stream_body=getattr(handle, "stream_body", False), cfg=cfg,
+                    limits=Limits.from_config(cfg), compression=Policy(cfg["compression"]),
+                    trusted=forwarding.TrustedProxies(cfg["trusted_proxies"]), access=access,
+                    recorder=recorder, redis=redis, logger=logger, certificates=certificates)
+
 
 class Settings:
     """handle, stream_body, cfg, limits, compression, trusted, access, recorder,

@@ -888,7 +888,7 @@ class _SlowSend:
 
 def test_stop_from_another_thread_survives_a_fast_server(live_server):
     live = live_server()
-    live.srv._stop_async = _SlowSend(live.srv._stop_async)
+    live.srv._remote_stop.wakeup = _SlowSend(live.srv._remote_stop.wakeup)
     live.srv.stop(2)  # raises TypeError before the fix
     live.thread.join(3)
     assert not live.thread.is_alive()

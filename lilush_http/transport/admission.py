@@ -117,6 +117,44 @@ class Admission:
         now = monotonic()
         window = self.cfg["min_rate_window"]
         floor = self.cfg["min_rate"]
+        slow, busy, idle = self._survey(now, window, floor)
+        released = {c: t for c, t in self._released.items() if not c.closed}
+        self._released = released
+
+        cut = 0
+        slow.sort(key=lambda entry: entry[0])
+        for rate, conn, elapsed, moved in slow[:waiting]:
+            logger.info("slow client %s cut to free a slot: %d bytes in %.2f s while %s, under min_rate %d bytes/s",
+                        conn.client_ip, moved, elapsed, PHASE_WORDS[conn.phase], floor)
+            metrics.record_slow_client_cut(conn.phase.value)
+            conn.cut()
+            cut += 1
+        need = waiting - cut - sum(1 for t in released.values() if now - t < window)
+        asked = 0
+        for conn in busy[:max(0, need)]:
+            logger.info("connection from %s asked to close after its response (%s) to free a slot",
+                        conn.client_ip, conn.phase.value)
+            conn.request_close()
+            metrics.record_reclaim("close_requested")
+            released[conn] = now
+            asked += 1
+        need -= asked
+        evicted = 0
+        if need > 0:
+            idle = [c for c in idle if now - c.idle_since >= window and not unread(c.sock)]
+            idle.sort(key=lambda c: c.idle_since)
+            for conn in idle[:need]:
+                logger.info("idle keep-alive connection from %s closed after %.1f s to free a slot",
+                            conn.client_ip, now - conn.idle_since)
+                conn.evict()
+                metrics.record_reclaim("idle")
+                evicted += 1
+        return cut, asked, evicted
+
+
+    def _survey(self, now, window, floor):
+        """The connections as (slow: (rate, conn, seconds, bytes), busy, idle), updating
+        what is watched: a rate is judged over ``window`` seconds (two round trips at least)."""
         watched = {}
         slow = []
         busy = []
@@ -154,39 +192,7 @@ class Admission:
                         busy.append(conn)  # it may finish its response and close
             watched[conn] = seen
         self._watched = watched
-        released = {c: t for c, t in self._released.items() if not c.closed}
-        self._released = released
-
-        cut = 0
-        slow.sort(key=lambda entry: entry[0])
-        for rate, conn, elapsed, moved in slow[:waiting]:
-            logger.info("slow client %s cut to free a slot: %d bytes in %.2f s while %s, under min_rate %d bytes/s",
-                        conn.client_ip, moved, elapsed, PHASE_WORDS[conn.phase], floor)
-            metrics.record_slow_client_cut(conn.phase.value)
-            conn.cut()
-            cut += 1
-        need = waiting - cut - sum(1 for t in released.values() if now - t < window)
-        asked = 0
-        for conn in busy[:max(0, need)]:
-            logger.info("connection from %s asked to close after its response (%s) to free a slot",
-                        conn.client_ip, conn.phase.value)
-            conn.request_close()
-            metrics.record_reclaim("close_requested")
-            released[conn] = now
-            asked += 1
-        need -= asked
-        evicted = 0
-        if need > 0:
-            idle = [c for c in idle if now - c.idle_since >= window and not unread(c.sock)]
-            idle.sort(key=lambda c: c.idle_since)
-            for conn in idle[:need]:
-                logger.info("idle keep-alive connection from %s closed after %.1f s to free a slot",
-                            conn.client_ip, now - conn.idle_since)
-                conn.evict()
-                metrics.record_reclaim("idle")
-                evicted += 1
-        return cut, asked, evicted
-
+        return slow, busy, idle
 
 PHASE_WORDS = {IDLE: "waiting for its first request", HEAD: "sending a request head",
                BODY: "sending a request body", SENDING: "reading a response"}

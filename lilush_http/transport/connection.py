@@ -235,7 +235,124 @@ class Sending:
             self.phase = phase
 
 
-class Transport(SocketFace, Sending):
+class Receiving:
+    """The reading half of a Transport: every read waits under the phase's deadline,
+    and counts its bytes for the metrics."""
+
+    __slots__ = ()
+
+    def receive_idle(self, deadline):
+        """Bytes of the next request, waiting (phase IDLE) until ``deadline``."""
+        self.phase = IDLE
+        self.idle_since = monotonic()
+        if self.pending:
+            self.flush(deadline - self.idle_since)
+        try:
+            data = self._blocking(self._receive, RECV_SIZE, deadline, "keepalive timeout", False)
+        finally:
+            self.phase = HEAD
+        if not data:
+            raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
+        self.received += len(data)
+        return data
+
+    def receive(self, deadline, timeout_message, phase_started, size=RECV_SIZE):
+        """Up to ``size`` bytes from the socket before ``deadline`` (ConnectionEnded
+        with ``timeout_message`` after it)."""
+        if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
+            raise ConnectionEnded(timeout_message, phase_started)
+        data = self._read_now(size)
+        if data is not None:
+            return data
+        if self.pending:  # the client may wait for them before it sends the rest
+            self.flush(deadline - monotonic())
+        data = self._blocking(self._receive, size, deadline, timeout_message, phase_started)
+        if not data:
+            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
+        self.received += len(data)
+        return data
+
+    def starts_with(self, prefix, timeout):
+        """Whether the first bytes the client sends are ``prefix`` (waiting up to
+        ``timeout`` for enough of them); they stay in the buffer for the driver."""
+        deadline = monotonic() + timeout
+        while len(self.buf) < len(prefix) and prefix.startswith(self.buf):
+            self.buf += self.receive_idle(deadline)
+        return self.buf.startswith(prefix)
+
+    def read_some(self, size, timeout):
+        """Up to ``size`` bytes of a body straight from the socket (the caller took
+        the buffer first), waiting at most ``timeout`` seconds."""
+        return self.receive(monotonic() + timeout, "request body timeout", True, size)
+
+    def read_available(self, wait):
+        """For a session (WebSocket): bytes; b"" when the peer is gone; None when
+        ``wait`` seconds passed without any."""
+        if self.closed:  # the handler closed ctx["client"]
+            return b""
+        data = None
+        with Timeout(wait, False):
+            try:
+                data = self._receive(RECV_SIZE) or b""
+            except (OSError, ValueError):
+                data = b""
+        return data
+
+    def _recv_when_readable(self, size):
+        """Wait until the socket is readable, then read: one read call, where
+        gevent's recv would try one that fails first. OpenSSL reads one record at
+        a time, so with nothing decrypted pending the descriptor tells the truth."""
+        sock = self.sock
+        event = self.readable_event
+        try_recv = self.try_recv
+        pending = self.tls_pending
+        while True:
+            if pending is None or not pending():
+                sock._wait(event)
+            try:
+                return try_recv(size)
+            except BlockingIOError:
+                continue
+            except ssl.SSLWantReadError:
+                continue
+            except ssl.SSLWantWriteError:
+                sock._wait(sock._write_event)
+
+    def _read_now(self, size=RECV_SIZE):
+        """What a non-blocking read finds: bytes, or None when it would have to wait.
+        Raises ConnectionEnded when the client has gone."""
+        try_recv = self.try_recv
+        if try_recv is None:
+            return None
+        try:
+            data = try_recv(size)
+        except WOULD_BLOCK:
+            return None
+        except OSError:
+            raise ConnectionEnded("closed") from None
+        if not data:
+            raise ConnectionEnded("closed")
+        self.received += len(data)
+        return data
+
+    def _blocking(self, operation, argument, deadline, timeout_message, phase_started,
+                  how=socket.SHUT_RD):
+        """Run a socket operation that may wait, under ``deadline``. The server's
+        Deadlines watcher calls ``expire`` when it passes, which shuts the socket
+        down (``how``) so the operation returns or fails at once."""
+        if monotonic() >= deadline:
+            raise ConnectionEnded(timeout_message, phase_started)
+        self.deadline = deadline
+        self.expiry_how = how
+        try:
+            return operation(argument)
+        except OSError:
+            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started) from None
+        finally:
+            self.deadline = 0.0
+
+
+class Transport(SocketFace, Receiving, Sending):
     """A client socket with the buffer that makes pipelining and proxying safe.
 
     ``client_ip`` (after the PROXY header), ``sessions`` (the server's
@@ -350,118 +467,6 @@ class Transport(SocketFace, Sending):
 
     def buffered(self):
         return len(self.buf)
-
-    # -- reading ----------------------------------------------------------------------
-
-    def receive_idle(self, deadline):
-        """Bytes of the next request, waiting (phase IDLE) until ``deadline``."""
-        self.phase = IDLE
-        self.idle_since = monotonic()
-        if self.pending:
-            self.flush(deadline - self.idle_since)
-        try:
-            data = self._blocking(self._receive, RECV_SIZE, deadline, "keepalive timeout", False)
-        finally:
-            self.phase = HEAD
-        if not data:
-            raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
-        self.received += len(data)
-        return data
-
-    def receive(self, deadline, timeout_message, phase_started, size=RECV_SIZE):
-        """Up to ``size`` bytes from the socket before ``deadline`` (ConnectionEnded
-        with ``timeout_message`` after it)."""
-        if monotonic() >= deadline:  # a phase fed a byte at a time still ends on time
-            raise ConnectionEnded(timeout_message, phase_started)
-        data = self._read_now(size)
-        if data is not None:
-            return data
-        if self.pending:  # the client may wait for them before it sends the rest
-            self.flush(deadline - monotonic())
-        data = self._blocking(self._receive, size, deadline, timeout_message, phase_started)
-        if not data:
-            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started)
-        self.received += len(data)
-        return data
-
-    def starts_with(self, prefix, timeout):
-        """Whether the first bytes the client sends are ``prefix`` (waiting up to
-        ``timeout`` for enough of them); they stay in the buffer for the driver."""
-        deadline = monotonic() + timeout
-        while len(self.buf) < len(prefix) and prefix.startswith(self.buf):
-            self.buf += self.receive_idle(deadline)
-        return self.buf.startswith(prefix)
-
-    def read_some(self, size, timeout):
-        """Up to ``size`` bytes of a body straight from the socket (the caller took
-        the buffer first), waiting at most ``timeout`` seconds."""
-        return self.receive(monotonic() + timeout, "request body timeout", True, size)
-
-    def read_available(self, wait):
-        """For a session (WebSocket): bytes; b"" when the peer is gone; None when
-        ``wait`` seconds passed without any."""
-        if self.closed:  # the handler closed ctx["client"]
-            return b""
-        data = None
-        with Timeout(wait, False):
-            try:
-                data = self._receive(RECV_SIZE) or b""
-            except (OSError, ValueError):
-                data = b""
-        return data
-
-    def _recv_when_readable(self, size):
-        """Wait until the socket is readable, then read: one read call, where
-        gevent's recv would try one that fails first. OpenSSL reads one record at
-        a time, so with nothing decrypted pending the descriptor tells the truth."""
-        sock = self.sock
-        event = self.readable_event
-        try_recv = self.try_recv
-        pending = self.tls_pending
-        while True:
-            if pending is None or not pending():
-                sock._wait(event)
-            try:
-                return try_recv(size)
-            except BlockingIOError:
-                continue
-            except ssl.SSLWantReadError:
-                continue
-            except ssl.SSLWantWriteError:
-                sock._wait(sock._write_event)
-
-    def _read_now(self, size=RECV_SIZE):
-        """What a non-blocking read finds: bytes, or None when it would have to wait.
-        Raises ConnectionEnded when the client has gone."""
-        try_recv = self.try_recv
-        if try_recv is None:
-            return None
-        try:
-            data = try_recv(size)
-        except WOULD_BLOCK:
-            return None
-        except OSError:
-            raise ConnectionEnded("closed") from None
-        if not data:
-            raise ConnectionEnded("closed")
-        self.received += len(data)
-        return data
-
-    def _blocking(self, operation, argument, deadline, timeout_message, phase_started,
-                  how=socket.SHUT_RD):
-        """Run a socket operation that may wait, under ``deadline``. The server's
-        Deadlines watcher calls ``expire`` when it passes, which shuts the socket
-        down (``how``) so the operation returns or fails at once."""
-        if monotonic() >= deadline:
-            raise ConnectionEnded(timeout_message, phase_started)
-        self.deadline = deadline
-        self.expiry_how = how
-        try:
-            return operation(argument)
-        except OSError:
-            raise ConnectionEnded(timeout_message if self.expired else "closed", phase_started) from None
-        finally:
-            self.deadline = 0.0
 
     def move_deadline(self, deadline):
         """Change the deadline of the wait in progress, if one is (HTTP/2: the reader
