@@ -11,8 +11,9 @@ request path (exchange.run) in its own greenlet of the connection's group.
 import logging
 import time
 import traceback
+from weakref import WeakKeyDictionary
 
-from gevent import sleep
+from gevent import sleep, spawn
 from gevent.event import Event
 from gevent.pool import Group
 
@@ -48,13 +49,53 @@ FLOOD_BURST = 1000  # control frames (PING, SETTINGS, PRIORITY, empty DATA, unkn
 FLOOD_RATE = 100.0  # ... and per second after that
 RESET_SECONDS = 10.0  # http2_max_resets counts the streams a client resets within this many seconds
 GOODBYE_SECONDS = 1.0
+GOODBYE_TICK = 0.1  # how often open connections are checked for a stop
 QUANTUM = 32 * 1024  # body bytes a stream queues before the other streams get a turn  # how long the last frames (a GOAWAY) get to leave before the connection closes
 CODES = {"internal": 2, "refused": 7, "cancel": 8, "no error": 0}
 
 
 def serve(conn, host, client_ip):
     """Serve one HTTP/2 connection (the preface is in the transport's buffer) until it ends."""
-    Http2Connection(conn, host, client_ip).serve()
+    connection = Http2Connection(conn, host, client_ip)
+    goodbyes = GOODBYES.get(host)
+    if goodbyes is None:
+        goodbyes = GOODBYES[host] = Goodbyes()
+    goodbyes.add(connection)
+    try:
+        connection.serve()
+    finally:
+        goodbyes.discard(connection)
+
+
+class Goodbyes:
+    """One greenlet per server, while HTTP/2 connections are open: a connection
+    whose server stops (or whose slot admission wants) says GOAWAY within a tenth of
+    a second, even while its reader waits and its streams run."""
+
+    def __init__(self):
+        self.connections = set()
+        self.greenlet = None
+
+    def add(self, connection):
+        self.connections.add(connection)
+        if self.greenlet is None:
+            self.greenlet = spawn(self._run)
+
+    def discard(self, connection):
+        self.connections.discard(connection)
+
+    def _run(self):
+        try:
+            while self.connections:
+                sleep(GOODBYE_TICK)
+                for connection in list(self.connections):
+                    if connection.host.stopping or connection.conn.close_requested:
+                        connection.say_goodbye()
+        finally:
+            self.greenlet = None
+
+
+GOODBYES = WeakKeyDictionary()  # server -> its Goodbyes (a server's greenlets live in its thread's hub)
 
 
 class ServerConnection(H2Connection):
@@ -162,7 +203,7 @@ class Http2Connection:
             self.conn.linger_on_close()
         except ConnectionEnded as exc:
             message = self._deadline()[1] if self.conn.expired else exc.message  # the deadline may have moved
-            if message in ("keepalive timeout", "request header timeout") and self.goaway is None:
+            if (message in ("keepalive timeout", "request header timeout") or self.host.stopping) and self.goaway is None:
                 h2.close_connection(ErrorCodes.NO_ERROR)
         finally:
             self._end()
@@ -178,7 +219,7 @@ class Http2Connection:
         """The next bytes from the peer, within the deadline of what the connection waits for."""
         self._update()
         if self.host.stopping or self.conn.close_requested:
-            self._say_goodbye()
+            self.say_goodbye()
         deadline, message = self._deadline()
         return self.conn.receive(deadline, message, False)
 
@@ -358,7 +399,7 @@ class Http2Connection:
                 self.conn.evict()  # wake the reader: the connection is done
         self._update()
 
-    def _say_goodbye(self):
+    def say_goodbye(self):
         """Graceful GOAWAY (stop, drain, admission asking for the slot): the streams
         begun finish, no new one starts. Built here because h2 sends nothing after its own."""
         if self.goaway is not None:
