@@ -26,6 +26,7 @@ try:
     from h2.exceptions import H2Error, ProtocolError
     from h2.settings import SettingCodes, Settings
     from hpack import HPACKError
+    from hyperframe.exceptions import InvalidDataError
     from hyperframe.frame import GoAwayFrame
     AVAILABLE = True
 except ImportError:  # pragma: no cover - h2 is a dependency; without it HTTP/2 is never offered
@@ -196,8 +197,9 @@ class Http2Connection:
             self._fail(exc.code)
         except ProtocolError as exc:
             logger.debug("HTTP/2 connection from %s: protocol error: %s", self.client_ip, exc)
-            if isinstance(exc.__cause__, HPACKError):  # h2 says PROTOCOL_ERROR; RFC 9113 section 4.3 says:
-                self._fail(ErrorCodes.COMPRESSION_ERROR)
+            code = error_code(exc)
+            if code is not None:
+                self._fail(code)
             else:
                 self.output.flush()
             self.conn.linger_on_close()
@@ -536,3 +538,15 @@ def header_list_size(limits):
 def partial_header(h2):
     """Whether a header block has begun and waits for its CONTINUATION frames."""
     return bool(getattr(h2.incoming_buffer, "_headers_buffer", None))
+
+
+def error_code(exc):
+    """The GOAWAY code RFC 9113 prescribes where h2 reports a plain PROTOCOL_ERROR, or None:
+    an HPACK error is a COMPRESSION_ERROR (section 4.3), a SETTINGS ACK with a payload
+    a FRAME_SIZE_ERROR (section 6.5; hyperframe says so only in its message)."""
+    cause = exc.__cause__
+    if isinstance(cause, HPACKError):
+        return ErrorCodes.COMPRESSION_ERROR
+    if isinstance(cause, InvalidDataError) and str(cause).startswith("SETTINGS ack frame must not have payload"):
+        return ErrorCodes.FRAME_SIZE_ERROR
+    return None
