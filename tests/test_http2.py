@@ -294,3 +294,27 @@ def test_one_access_log_line_per_stream(live_server, client, tmp_path):
     entries = [json.loads(line) for line in log.read_text().splitlines()]
     assert sorted(e["target"] for e in entries) == ["/?n=0", "/?n=1", "/?n=2"]
     assert {e["protocol"] for e in entries} == {"HTTP/2"} and {e["status"] for e in entries} == {200}
+
+
+def test_limits_answer_the_stream_and_the_connection_goes_on(live_server, client):
+    """max_body_size (stated, then grown past), max_headers and CONNECT: an answer for that
+    stream only."""
+    live = live_server(app, max_body_size=1000, max_headers=5)
+    c = client(live)
+    authority = c.authority
+    stated = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(stated, [(":method", "POST"), (":path", "/"), (":scheme", "http"), (":authority", authority),
+                                 ("content-length", "5000")])
+    c.flush()
+    grown = c.request("/", "POST", b"x" * 3000)
+    many = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(many, [(":method", "GET"), (":path", "/"), (":scheme", "http"), (":authority", authority)]
+                        + [("x-%d" % i, "v") for i in range(6)], end_stream=True)
+    connect = c.conn.get_next_available_stream_id()
+    c.conn.send_headers(connect, [(":method", "CONNECT"), (":authority", "example.com:443")])
+    c.flush()
+    c.read(lambda: {stated, grown, many, connect} <= set(c.status))
+    assert (c.status[stated], c.status[grown], c.status[many], c.status[connect]) == (413, 413, 431, 501)
+    after = c.request("/")
+    c.read(lambda: after in c.ended)
+    assert c.status[after] == 200 and c.goaway is None
