@@ -397,36 +397,3 @@ def error_response(status, message, head=False):
         date_header(), len(body))
     data = status_line(status) + text.encode("ascii")
     return data if head else data + body
-
-
-# Fields of HTTP/1.1 framing that no HTTP/2 message may carry (RFC 9113 section 8.2.2).
-CONNECTION_FIELDS = frozenset(("connection", "keep-alive", "transfer-encoding", "upgrade", "proxy-connection"))
-
-
-def neutral_response(status, headers, content, head, accept_encoding, compression):
-    """A complete response as ``(status, fields, body)`` for a protocol that frames
-    it itself (HTTP/2): the decisions of ``render`` (compression, 304 rules,
-    Date/Server, Vary, weak ETag, HEAD), its fields as (lower-case name, value)
-    without the connection-specific ones."""
-    data, _ = render(status, headers, content, True, False, head, accept_encoding, compression)
-    end = data.index(b"\r\n\r\n")
-    return status, _fields(data[:end]), data[end + 4:]
-
-
-def neutral_stream_head(status, headers, head, accept_encoding, compression, size):
-    """The head of a streamed response as ``(fields, coding, length)``, decided as
-    ``render_stream_head`` decides (``size``: a file's byte count, or None)."""
-    data, _, _, coding, length = render_stream_head(status, headers, True, False, head, accept_encoding,
-                                                    compression, size)
-    return _fields(data[:-4]), coding, length
-
-
-def _fields(head):
-    """The header lines of an HTTP/1.1 head (status line first) as (lower-case name, value) pairs."""
-    fields = []
-    for line in head.decode("utf-8", "surrogateescape").split("\r\n")[1:]:
-        name, _, value = line.partition(": ")
-        name = name.lower()
-        if name not in CONNECTION_FIELDS:
-            fields.append((name, value))
-    return fields

@@ -14,7 +14,6 @@ import traceback
 from weakref import WeakKeyDictionary
 
 from gevent import sleep, spawn
-from gevent.event import Event
 from gevent.pool import Group
 
 try:
@@ -39,6 +38,7 @@ from ..request import HTTPError
 from ..transport import ConnectionEnded, Phase, monotonic
 from .http2_output import HIGH_WATER, Output
 from .http2_request import build_request
+from .http2_sending import StreamSending
 from .http2_stream import Http2Body, Http2Stream
 
 logger = logging.getLogger("lilush_http")
@@ -49,10 +49,8 @@ ENHANCE_YOUR_CALM = 0xb
 FLOOD_BURST = 1000  # control frames (PING, SETTINGS, PRIORITY, empty DATA, unknown) a peer may send at once
 FLOOD_RATE = 100.0  # ... and per second after that
 RESET_SECONDS = 10.0  # http2_max_resets counts the streams a client resets within this many seconds
-GOODBYE_SECONDS = 1.0
+GOODBYE_SECONDS = 1.0  # how long the last frames (a GOAWAY) get to leave before the connection closes
 GOODBYE_TICK = 0.1  # how often open connections are checked for a stop
-QUANTUM = 32 * 1024  # body bytes a stream queues before the other streams get a turn  # how long the last frames (a GOAWAY) get to leave before the connection closes
-CODES = {"internal": 2, "refused": 7, "cancel": 8, "no error": 0}
 
 
 def serve(conn, host, client_ip):
@@ -140,7 +138,7 @@ class PeerError(Exception):
         self.code = code
 
 
-class Http2Connection:
+class Http2Connection(StreamSending):
     """One HTTP/2 connection: the reader (this greenlet), the streams, the output."""
 
     def __init__(self, conn, host, client_ip):
@@ -346,10 +344,6 @@ class Http2Connection:
     def _on_goaway(self, event):
         self.ended = True  # the peer leaves; h2 sends nothing more after its GOAWAY
 
-    def _wake_senders(self):
-        for stream in self.window_waiters:
-            stream.window.set()
-
     # -- streams -----------------------------------------------------------------------------
 
     def _run(self, stream):
@@ -440,94 +434,6 @@ class Http2Connection:
         self.output.drain(GOODBYE_SECONDS)
         self.group.kill(block=True, timeout=GOODBYE_SECONDS)
         self.output.close()
-
-    # -- what streams call -----------------------------------------------------------------------
-
-    def send_head(self, stream, status, fields, end):
-        stream.check()
-        try:
-            self.h2.send_headers(stream.id, [(":status", str(status))] + fields, end_stream=end)
-        except H2Error as exc:
-            stream.reset = "stream closed: %s" % exc
-            raise ConnectionEnded(stream.reset) from None
-        stream.head_sent = True
-        self.output.flush()
-
-    def send_data(self, stream, data, end):
-        """``data`` on the stream in frames the peer's windows allow; waits for window and
-        for the output to drain (response_send_timeout each)."""
-        h2 = self.h2
-        sid = stream.id
-        output = self.output
-        timeout = stream.settings.cfg["response_send_timeout"]
-        size = len(data)
-        pos = 0
-        turn = 0
-        while True:
-            if turn >= QUANTUM:  # let the other streams' greenlets have their turn
-                turn = 0
-                sleep(0)
-            stream.check()
-            if output.size > HIGH_WATER:
-                output.wait_room(timeout)
-                continue
-            left = size - pos
-            try:
-                if left:
-                    window = h2.local_flow_control_window(sid)
-                    if window <= 0:
-                        self._wait_window(stream, timeout)
-                        continue
-                    piece = min(left, window, h2.max_outbound_frame_size)
-                    h2.send_data(sid, data[pos:pos + piece] if piece < size else data,
-                                 end_stream=end and piece == left)
-                    pos += piece
-                    turn += piece
-                elif end:
-                    h2.end_stream(sid)
-            except H2Error as exc:
-                stream.reset = "stream closed: %s" % exc
-                raise ConnectionEnded(stream.reset) from None
-            output.flush()
-            if pos == size:
-                return
-
-    def _wait_window(self, stream, timeout):
-        if stream.window is None:
-            stream.window = Event()
-        stream.window.clear()
-        self.window_waiters.add(stream)
-        self._update()
-        try:
-            opened = stream.window.wait(timeout)
-        finally:
-            self.window_waiters.discard(stream)
-            self._update()
-        if not opened and stream.reset is None:
-            self.reset_stream(stream, "cancel")
-            raise ConnectionEnded("response send timeout")
-
-    def reset_stream(self, stream, why):
-        if stream.reset is None:
-            stream.reset = why
-            try:
-                self.h2.reset_stream(stream.id, CODES[why])
-            except H2Error:
-                pass
-            self.output.flush()
-
-    def consumed(self, stream, flow_length):
-        """The handler read DATA of ``flow_length``: the peer may send that much more."""
-        if flow_length:
-            try:
-                self.h2.acknowledge_received_data(flow_length, stream.id)
-            except H2Error:
-                return
-            self.output.flush()
-
-    def waiting_body(self, stream, waiting):
-        self.body_waiters += 1 if waiting else -1
-        self._update()
 
 
 def header_list_size(limits):
