@@ -54,30 +54,15 @@ def run(stream, settings, redis):
         result = settings.handle(method, request.query, request.args, headers, stream.body, ctx)
         if stream.upgraded() is not None:
             return _end_session(stream, settings, real_ip, forwarded_real_ip, trusted, False)
-        content, status, response_headers = normalise(result)
-        if content is None and status is None and response_headers is None:
-            answer = stream.raw_answer()  # the handler answered on the socket itself
-            if answer is None:
-                return
-            status, size = answer
-        else:
-            if status is None:
-                status = 200
-            if content is None or isinstance(content, FIXED_CONTENT):
-                size = stream.respond(status, response_headers, content)
-            else:
-                size = send_streamed(stream, content, status, response_headers)
+        status, size = answer(stream, result)
+        if status is None:
+            return  # the handler answered on the socket itself and said nothing of it
     except ConnectionEnded:
         if stream.upgraded() is not None:
             return _end_session(stream, settings, real_ip, forwarded_real_ip, trusted, True)
         raise
-    except StreamFailed as exc:
-        logger.error("%s %s: %s", method, request.query, exc.message)
-        _debug_traceback(exc)
-        if exc.started:  # too late for a 500: the client sees the truncation
-            size = stream.abort(exc.message)
-        else:
-            failure = exc.message
+    except StreamFailed as exc:  # logged by answer()
+        failure = exc.message
     except ResponseError as exc:
         logger.error("%s %s: %s", method, request.query, exc)
         failure = str(exc)
@@ -88,14 +73,38 @@ def run(stream, settings, redis):
         if stream.upgraded() is not None:
             return _end_session(stream, settings, real_ip, forwarded_real_ip, trusted, True)
         failure = "handler failed"
-    error = getattr(stream.body, "error", None)
+    body = stream.body
+    error = None if body is None or type(body) is bytes else body.error
     if error is not None and size is None:
         # The body broke its limit or its framing, or the client left: no response made then holds.
         return _refuse(stream, settings, real_ip, error.status, error.message)
     if failure is not None:
         status = 500
         size = stream.respond(500, SERVER_ERROR, "500 Internal Server Error\n")
-    record(settings, request, real_ip, status, size, stream.started, forwarded_real_ip, trusted)
+    if settings.recorder is not None or access_logger.isEnabledFor(ACCESS):
+        record(settings, request, real_ip, status, size, stream.started, forwarded_real_ip, trusted)
+
+
+def answer(stream, result):
+    """Send the handler's ``result`` through the stream: (status, bytes sent)."""
+    if type(result) is tuple and len(result) == 3:
+        content, status, headers = result
+    else:
+        content, status, headers = normalise(result)
+    if content is None and status is None and headers is None:
+        return stream.raw_answer() or (None, None)  # the handler answered on the socket itself
+    if status is None:
+        status = 200
+    if content is None or isinstance(content, FIXED_CONTENT):
+        return status, stream.respond(status, headers, content)
+    try:
+        return status, send_streamed(stream, content, status, headers)
+    except StreamFailed as exc:
+        logger.error("%s %s: %s", stream.request.method, stream.request.query, exc.message)
+        _debug_traceback(exc)
+        if exc.started:  # too late for a 500: the client sees the truncation
+            return status, stream.abort(exc.message)
+        raise
 
 
 def normalise(result):

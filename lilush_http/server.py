@@ -72,7 +72,7 @@ class Server:
         self._connections = set()
         self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
         self._admission = Admission(self._connections, self.cfg)
-        self._stopping = False
+        self.stopping = False  # drivers finish the current request and end
         self._stopped = None
         self._remote_stop = None  # a RemoteStop while serving: stop() from another thread
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
@@ -118,16 +118,11 @@ class Server:
         # New connections use the new certificates; open ones keep theirs.
         self.settings = freeze(self.cfg, self.handle, certificates, access, self.settings.recorder, self.redis,
                                self.logger)
-        self._deadlines.tick = Deadlines.tick_for(self.cfg)
+        self._deadlines.retune(self.cfg)
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
 
     # -- what drivers and the supervisor see ---------------------------------------
-
-    @property
-    def stopping(self):
-        """The server is stopping: drivers finish the current request and end."""
-        return self._stopping
 
     @property
     def exposition(self):
@@ -202,7 +197,7 @@ class Server:
 
     def _begin(self, listener):
         self._listener = listener
-        self._stopping = False
+        self.stopping = False
         self._stopped = Event()
         self._remote_stop = RemoteStop(self.stop)
 
@@ -212,7 +207,8 @@ class Server:
 
     def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
-        self._pool = self._websockets.pool = Pool(self.cfg["connection_limit"])
+        self._pool = Pool(self.cfg["connection_limit"])
+        self._websockets.use_pool(self._pool)
         self._acceptor.open(self._pool, listener)
         self._server = StreamServer(listener, self._acceptor.serve, spawn=self._pool)
         recorder = None
@@ -244,9 +240,9 @@ class Server:
         if self._remote_stop.elsewhere():
             self._remote_stop.request(timeout, idle_grace)
             return
-        if self._stopping:
+        if self.stopping:
             return
-        self._stopping = True
+        self.stopping = True
         if self._supervisor is not None:  # it sends the workers SIGTERM and collects them
             self._supervisor.wake()
             return
@@ -292,7 +288,8 @@ class Server:
         wrong with the request (after answering it with a 4xx/5xx).
         """
         conn = client if isinstance(client, Transport) else self._connection_for(client, client_ip)
-        return http1.turn(conn, self, self.settings, client_ip, count, redis_module, client is conn)
+        stream = http1.Http1Stream(conn, self, client_ip, client is conn)
+        return http1.turn(stream, self.settings, count, redis_module)
 
     def _connection_for(self, sock, client_ip):
         """The Transport (with its buffer) for a socket passed in by a direct caller."""

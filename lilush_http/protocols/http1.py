@@ -15,7 +15,7 @@ from .. import exchange
 from ..compression import StreamEncoder
 from ..request import HTTPError, check_partial_head, find_head_end, parse_head
 from ..response import LAST_CHUNK, body_allowed, chunk, error_response, render, render_stream_head
-from ..transport.connection import HANDLER, ConnectionEnded, monotonic
+from ..transport.connection import ConnectionEnded, monotonic
 from .body_reader import BodyReader, BodyReadError
 
 logger = logging.getLogger("lilush_http")
@@ -35,11 +35,12 @@ def serve(conn, host, client_ip):
     """Serve requests on ``conn`` until the connection ends, the client asks it to,
     ``requests_per_connection`` is reached or the server stops."""
     limit = host.settings.cfg["requests_per_connection"]
+    stream = Http1Stream(conn, host, client_ip, True)
     count = 0
     while count < limit:
         count += 1
         settings = host.settings
-        state, err = turn(conn, host, settings, client_ip, count, settings.redis, True)
+        state, err = turn(stream, settings, count, settings.redis)
         if settings.recorder is not None:
             settings.recorder.count_received(conn.take_received())
         if state != "keep-alive":
@@ -50,9 +51,11 @@ def serve(conn, host, client_ip):
             return
 
 
-def turn(conn, host, settings, client_ip, count, redis, served):
-    """One request on ``conn``: ``("keep-alive" | "close", None)`` or ``(None, err)``
-    (see Server.process_request). ``served``: the server's own loop (may batch)."""
+def turn(stream, settings, count, redis):
+    """One request on the stream's connection: ``("keep-alive" | "close", None)`` or
+    ``(None, err)`` (see Server.process_request)."""
+    conn = stream.conn
+    client_ip = stream.client_ip
     cfg = settings.cfg
     request = None
     try:
@@ -75,12 +78,12 @@ def turn(conn, host, settings, client_ip, count, redis, served):
         if exc.phase_started and exc.message.endswith("timeout"):
             error_reply(conn, 408, exc.message)
         return None, exc.message
-    stream = Http1Stream(conn, host, settings, request, body, client_ip, count, started, served)
+    stream.begin(settings, request, body, count, started)
     try:
         exchange.run(stream, settings, redis)
     except ConnectionEnded as exc:
         return None, exc.message
-    if stream.upgraded() is not None:
+    if conn.taken_over is not None:
         return None, "upgraded"
     if stream.ended is not None:
         return None, stream.ended
@@ -113,8 +116,7 @@ def error_reply(conn, status, message, head=False):
 
 def read_head(conn, idle_timeout, header_timeout, limits):
     """Read and parse the next request head; raises ConnectionEnded or RefusedHead."""
-    conn.begin_request()
-    buf = conn.take()
+    buf = conn.begin_request()
     if buf and buf[0] in CRLF:
         buf = skip_blank_lines(buf)
     if not buf or buf == b"\r":
@@ -125,8 +127,7 @@ def read_head(conn, idle_timeout, header_timeout, limits):
     end = find_head_end(buf)
     if end < 0:
         buf, end = _read_rest_of_head(conn, buf, header_timeout, limits)
-    conn.put_back(buf[end:])
-    conn.set_phase(HANDLER)  # the body reader sets BODY while it has to wait for one
+    conn.head_read(buf[end:])  # the body reader sets BODY while it has to wait for one
     try:
         return parse_head(buf[:end], limits)
     except HTTPError as exc:
@@ -157,34 +158,34 @@ def skip_blank_lines(data):
     return data[start:] if start else data
 
 
-def complete_head(buf):
-    """Whether ``buf`` starts with a complete request head (a pipelined request waits)."""
-    return find_head_end(buf) >= 0
-
-
 # -- responses -----------------------------------------------------------------------------
 
 
 class Http1Stream:
-    """One request's stream (see exchange.py): the request, its body source, and
-    the response sink that frames HTTP/1.1 and sends through the transport."""
+    """The stream of the request in progress on one connection (see exchange.py):
+    the request, its body source, and the response sink that frames HTTP/1.1 and
+    sends through the transport. One per connection, ``begin`` per request.
+    ``served``: the server's own loop, whose responses may be batched."""
 
     __slots__ = ("conn", "host", "settings", "request", "body", "client", "client_ip", "tls", "sni",
                  "count", "started", "served", "keep_alive", "head_sent", "ended",
                  "_head", "_chunked", "_encoder", "_sent")
 
-    def __init__(self, conn, host, settings, request, body, client_ip, count, started, served):
+    def __init__(self, conn, host, client_ip, served):
         self.conn = self.client = conn
         self.host = host
-        self.settings = settings
-        self.request = request
-        self.body = body
         self.client_ip = client_ip
         self.tls = conn.tls
         self.sni = conn.sni
+        self.served = served
+
+    def begin(self, settings, request, body, count, started):
+        """A new request on the connection."""
+        self.settings = settings
+        self.request = request
+        self.body = body
         self.count = count
         self.started = started
-        self.served = served
         self.keep_alive = request.keep_alive and count < settings.cfg["requests_per_connection"]
         self.head_sent = False
         self.ended = None  # why the connection must end after this request, if it must
@@ -203,12 +204,17 @@ class Http1Stream:
     def respond(self, status, headers, content):
         """A complete response: rendered, then sent (or held for a pipelined batch)."""
         request = self.request
-        data, keep_alive = render(status, headers, content, self._final_keep_alive(status, False),
+        conn = self.conn
+        keep_alive = self.keep_alive and not (self.host.stopping or conn.close_requested)
+        if self.body is not None or type(status) is not int or status < 200:
+            keep_alive = self._final_keep_alive(status, False)
+        data, keep_alive = render(status, headers, content, keep_alive,
                                   request.version == "HTTP/1.0", request.method == "HEAD",
                                   request.headers.get("accept-encoding"), self.settings.compression)
         self.keep_alive = keep_alive
-        self.conn.send_batched(data, self.settings.cfg["response_send_timeout"],
-                               complete_head if keep_alive and self.served else None)
+        # The next request waits complete in the buffer: this response may wait to leave with its own.
+        batch = keep_alive and self.served and conn.buf and find_head_end(conn.buf) >= 0
+        conn.send_batched(data, self.settings.cfg["response_send_timeout"], batch)
         self.head_sent = True
         return len(data)
 
@@ -276,7 +282,7 @@ class Http1Stream:
 
     def raw_answer(self):
         conn = self.conn
-        if conn.closed or conn.sock.fileno() < 0:  # the handler closed the socket
+        if conn.socket_closed:  # the handler closed the socket
             self.ended = "closed"
         else:
             self.keep_alive = True

@@ -410,6 +410,10 @@ class Sessions:
     def __len__(self):
         return len(self.open)
 
+    def use_pool(self, pool):
+        """The server's connection pool (serving starts): an upgrade gives its slot back."""
+        self.pool = pool
+
     def admit(self, ws, limit):
         """Count ``ws`` in, unless ``limit`` sessions are open; its greenlet leaves the pool."""
         if len(self.open) >= limit:

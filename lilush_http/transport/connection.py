@@ -109,18 +109,17 @@ class Sending:
     __slots__ = ()
 
     def send_batched(self, data, timeout, batch):
-        """Send a complete response; with ``batch`` (keep-alive, served by this
-        server's loop), when the next request already waits complete in the
-        buffer (``ready(buffer)`` says so), hold it to leave in one write with
-        the responses that follow.
+        """Send a complete response; with ``batch`` (the driver saw the next request
+        waiting complete in the buffer), hold it to leave in one write with the
+        responses that follow.
 
         Held responses go out, in order, with the next ``sendall``, before this
         connection waits to read, when the handler touches the socket, or, from
         a hub callback, as soon as this greenlet blocks (a slow handler in the
         middle of the batch does not delay the responses before it).
         """
-        if (batch and self.buf and len(self.pending) < BATCH_RESPONSES
-                and self.pending_bytes + len(data) <= BATCH_BYTES and batch(self.buf)):
+        if (batch and len(self.pending) < BATCH_RESPONSES
+                and self.pending_bytes + len(data) <= BATCH_BYTES):
             self.pending.append(data)
             self.pending_bytes += len(data)
             if self.flush_soon is None:
@@ -411,13 +410,26 @@ class Transport(SocketFace, Receiving, Sending):
         """Waiting for the first byte of a request."""
         return self.phase is IDLE
 
+    @property
+    def socket_closed(self):
+        """The socket is closed (by this object, or by a handler through the socket face)."""
+        return self.closed or self.sock.fileno() < 0
+
     def set_phase(self, phase):
         self.phase = phase
 
     def begin_request(self):
-        """A request (or stream) starts: counted, and its head is awaited."""
+        """A request (or stream) starts: counted, and its head is awaited. Returns the
+        bytes already buffered, taken from the buffer (``head_read`` puts back the rest)."""
         self.requests += 1
         self.phase = HEAD
+        buf, self.buf = self.buf, b""
+        return buf
+
+    def head_read(self, rest):
+        """The head is in: ``rest`` (bytes after it) comes first next; the server's turn."""
+        self.buf = rest
+        self.phase = HANDLER
 
     def request_close(self):
         """Admission frees a slot: the current response is the connection's last."""
