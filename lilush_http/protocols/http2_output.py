@@ -12,7 +12,7 @@ import gevent
 from gevent import get_hub
 from gevent.event import Event
 
-from ..transport.connection import WOULD_BLOCK, ConnectionEnded, monotonic
+from ..transport import ConnectionEnded, monotonic
 
 HIGH_WATER = 256 * 1024  # bytes waiting for the socket above which writers and the reader wait
 LOW_WATER = 64 * 1024  # ... until no more than this many wait
@@ -82,7 +82,7 @@ class Output:
         data = parts[0] if len(parts) == 1 else b"".join(parts)
         self.parts = []
         try:
-            sent = send_now(self.conn, data)
+            sent = self.conn.send_now(data)
         except ConnectionEnded:
             self._fail()
             return
@@ -138,15 +138,3 @@ class Output:
             self.writer.kill(block=False)
         self.room.set()
 
-
-def send_now(conn, data):
-    """What the socket takes of ``data`` without waiting (0 when it would block)."""
-    try_send = conn.try_send
-    if try_send is None:
-        return 0
-    try:
-        return try_send(data)
-    except WOULD_BLOCK:
-        return 0
-    except OSError:
-        raise ConnectionEnded("closed") from None

@@ -179,6 +179,19 @@ class Sending:
         finally:
             self.phase = phase
 
+    def send_now(self, data):
+        """What the socket takes of ``data`` without waiting (0 when it would block);
+        raises ConnectionEnded (HTTP/2's writer sends from a hub callback)."""
+        try_send = self.try_send
+        if try_send is None:
+            return 0
+        try:
+            return try_send(data)
+        except WOULD_BLOCK:
+            return 0
+        except OSError:
+            raise ConnectionEnded("closed") from None
+
     def send_quietly(self, data, timeout=1.0):
         """Send an error reply if the client still takes it; a gone client is no error."""
         try:
