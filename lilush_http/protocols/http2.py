@@ -202,8 +202,11 @@ class Http2Connection(StreamSending):
                 self.output.flush()
             self.conn.linger_on_close()
         except ConnectionEnded as exc:
+            # A timeout, an eviction (admission, stop) or the peer gone: a GOAWAY says which
+            # streams were seen, if the peer still reads.
             message = self._deadline()[1] if self.conn.expired else exc.message  # the deadline may have moved
-            if (message in ("keepalive timeout", "request header timeout") or self.host.stopping) and self.goaway is None:
+            logger.debug("HTTP/2 connection from %s ended: %s", self.client_ip, message)
+            if self.goaway is None:
                 h2.close_connection(ErrorCodes.NO_ERROR)
         finally:
             self._end()
