@@ -318,3 +318,23 @@ def test_limits_answer_the_stream_and_the_connection_goes_on(live_server, client
     after = c.request("/")
     c.read(lambda: after in c.ended)
     assert c.status[after] == 200 and c.goaway is None
+
+
+def test_a_dribbled_body_gets_its_408_within_the_body_timeout(live_server, client):
+    """A body sent a byte at a time is cut when request_body_timeout has passed for all of it."""
+    live = live_server(app, request_body_timeout=1)
+    c = client(live)
+    sid = c.request("/", "POST", b"x", end=False)
+    started = time.monotonic()
+    while sid not in c.status and time.monotonic() - started < 5:
+        c.conn.send_data(sid, b"x")
+        c.flush()
+        c.sock.settimeout(0.2)
+        try:
+            data = c.sock.recv(65536)
+        except socket.timeout:
+            continue
+        for event in c.conn.receive_data(data):
+            c._note(event)
+    assert c.status.get(sid) == 408
+    assert time.monotonic() - started < 2.5

@@ -17,7 +17,7 @@ from gevent.event import Event
 from ..body import BodyReadError, BodyReader
 from ..compression import StreamEncoder
 from ..response import body_allowed, neutral_response, neutral_stream_head
-from ..transport import ConnectionEnded, StreamFailed
+from ..transport import ConnectionEnded, StreamFailed, monotonic
 from .. import exchange
 
 logger = logging.getLogger("lilush_http")
@@ -43,6 +43,7 @@ class Http2Body(BodyReader):
         self.ended = False  # END_STREAM arrived
         self.error = None
         self.waiter = None  # an Event while a read waits for DATA
+        self.deadline = None  # when the whole body must have arrived (read_all), else None: per read
 
     # -- the reader's side (the connection greenlet) ----------------------------------
 
@@ -88,7 +89,9 @@ class Http2Body(BodyReader):
         return self.done
 
     def read_all(self):
-        """The whole body as bytes (for a handler that does not stream it)."""
+        """The whole body as bytes (for a handler that does not stream it), within one
+        request_body_timeout for all of it, as on HTTP/1.1: a dribbling client is cut."""
+        self.deadline = monotonic() + self.timeout
         return self.read()
 
     def _fill(self):
@@ -105,7 +108,8 @@ class Http2Body(BodyReader):
             self.waiter.clear()
             self.stream.connection.waiting_body(self.stream, True)
             try:
-                arrived = self.waiter.wait(self.timeout)
+                arrived = self.waiter.wait(self.timeout if self.deadline is None
+                                           else max(0.0, self.deadline - monotonic()))
             finally:
                 self.stream.connection.waiting_body(self.stream, False)
             if self.error is not None:
