@@ -20,7 +20,7 @@ import h2.events
 import h2.settings
 import pytest
 from gevent.event import Event
-from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame
+from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame, WindowUpdateFrame
 
 from conftest import need_program, read_response
 from lilush_http.body import streamed_body
@@ -240,7 +240,7 @@ def test_stop_sends_goaway_and_lets_streams_finish(live_server, client):
     stopper.start()
     frames = read_frames(c.sock, 5)
     stopper.join(10)
-    kinds = [(type(f).__name__, f.stream_id) for f in frames if not isinstance(f, SettingsFrame)]
+    kinds = [(type(f).__name__, f.stream_id) for f in frames if not isinstance(f, (SettingsFrame, WindowUpdateFrame))]
     assert kinds == [("GoAwayFrame", 0), ("HeadersFrame", sid), ("DataFrame", sid)], kinds
     goaway = frames[[type(f) for f in frames].index(GoAwayFrame)]
     assert goaway.last_stream_id == sid and goaway.error_code == 0
@@ -338,3 +338,33 @@ def test_a_dribbled_body_gets_its_408_within_the_body_timeout(live_server, clien
             c._note(event)
     assert c.status.get(sid) == 408
     assert time.monotonic() - started < 2.5
+
+
+def test_a_handler_not_reading_leaves_other_uploads_room(live_server, client):
+    """One stream's unread body (its whole window) does not stall another upload on the connection."""
+    go = Event()
+
+    @streamed_body
+    def handler(method, query, args, headers, body, ctx):
+        if query == "/wait":
+            go.wait(10)
+        return b"%d" % len(body.read()), 200, {}
+
+    live = live_server(handler)
+    c = client(live)
+    waiting = c.request("/wait", "POST", b"w" * 65535, end=False)
+    other = c.request("/", "POST", b"", end=False)
+    data, pos = b"o" * 300000, 0
+    while pos < len(data):
+        c.read(lambda: c.conn.local_flow_control_window(other) > 0)
+        size = min(16384, c.conn.local_flow_control_window(other), len(data) - pos)
+        c.conn.send_data(other, data[pos:pos + size], end_stream=pos + size == len(data))
+        c.flush()
+        pos += size
+    c.read(lambda: other in c.ended)
+    assert c.bodies[other] == b"300000" and waiting not in c.ended
+    go.set()
+    c.conn.end_stream(waiting)
+    c.flush()
+    c.read(lambda: waiting in c.ended)
+    assert c.bodies[waiting] == b"65535"

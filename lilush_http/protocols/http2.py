@@ -50,6 +50,10 @@ FLOOD_BURST = 1000  # control frames (PING, SETTINGS, PRIORITY, empty DATA, unkn
 FLOOD_RATE = 100.0  # ... and per second after that
 RESET_SECONDS = 10.0  # http2_max_resets counts the streams a client resets within this many seconds
 GOODBYE_SECONDS = 1.0  # how long the last frames (a GOAWAY) get to leave before the connection closes
+DEFAULT_WINDOW = 65535  # RFC 9113's initial flow-control window, kept for each stream
+# The connection's window: unread request bodies a connection may hold in all (each stream
+# at most DEFAULT_WINDOW), so one handler that does not read yet leaves the others room.
+CONNECTION_WINDOW = 256 * 1024
 GOODBYE_TICK = 0.1  # how often open connections are checked for a stop
 
 
@@ -178,6 +182,7 @@ class Http2Connection(StreamSending):
     def serve(self):
         h2 = self.h2
         h2.initiate_connection()
+        h2.increment_flow_control_window(CONNECTION_WINDOW - DEFAULT_WINDOW)
         self.output.flush()
         data = self.conn.take()
         try:

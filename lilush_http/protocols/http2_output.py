@@ -83,7 +83,7 @@ class Output:
         self.parts = []
         try:
             sent = self.conn.send_now(data)
-        except ConnectionEnded:
+        except (ConnectionEnded, OSError, ValueError):  # in a hub callback: nothing may escape
             self._fail()
             return
         if sent == len(data):
@@ -110,7 +110,7 @@ class Output:
                 self.on_change()  # the connection's deadline moves with the progress
                 if self.size <= LOW_WATER:
                     self.room.set()
-        except ConnectionEnded:
+        except (ConnectionEnded, OSError, ValueError):
             self._fail()
         finally:
             self.writer = None

@@ -15,6 +15,7 @@ from .http2_output import HIGH_WATER
 
 CODES = {"internal": 2, "refused": 7, "cancel": 8, "no error": 0}  # RST_STREAM codes by reason
 QUANTUM = 32 * 1024  # body bytes a stream queues before the other streams get a turn
+MAX_PIECE = 64 * 1024  # the largest DATA frame sent, whatever SETTINGS_MAX_FRAME_SIZE the peer allows
 
 
 class StreamSending:
@@ -55,7 +56,7 @@ class StreamSending:
                     if window <= 0:
                         self._wait_window(stream, timeout)
                         continue
-                    piece = min(left, window, h2.max_outbound_frame_size)
+                    piece = min(left, window, h2.max_outbound_frame_size, MAX_PIECE)
                     h2.send_data(sid, data[pos:pos + piece] if piece < size else data,
                                  end_stream=end and piece == left)
                     pos += piece
