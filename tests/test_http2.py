@@ -53,7 +53,8 @@ class H2Client:
         headers = [(":method", method), (":path", path), (":scheme", "http"), (":authority", self.authority)]
         self.conn.send_headers(sid, headers, end_stream=body is None and end)
         if body is not None:
-            self.conn.send_data(sid, body, end_stream=end)
+            for pos in range(0, max(1, len(body)), 16384):  # frames of the default maximum size
+                self.conn.send_data(sid, body[pos:pos + 16384], end_stream=end and pos + 16384 >= len(body))
         self.flush()
         return sid
 
