@@ -356,6 +356,7 @@ def test_a_handler_not_reading_leaves_other_uploads_room(live_server, client):
     waiting = c.request("/wait", "POST", b"w" * 65535, end=False)
     other = c.request("/", "POST", b"", end=False)
     data, pos = b"o" * 300000, 0
+    started = time.monotonic()
     while pos < len(data):
         c.read(lambda: c.conn.local_flow_control_window(other) > 0)
         size = min(16384, c.conn.local_flow_control_window(other), len(data) - pos)
@@ -364,6 +365,7 @@ def test_a_handler_not_reading_leaves_other_uploads_room(live_server, client):
         pos += size
     c.read(lambda: other in c.ended)
     assert c.bodies[other] == b"300000" and waiting not in c.ended
+    assert time.monotonic() - started < 3  # not a byte at a time through what the waiting stream left
     go.set()
     c.conn.end_stream(waiting)
     c.flush()
