@@ -22,7 +22,7 @@ import pytest
 from gevent.event import Event
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame, WindowUpdateFrame
 
-from conftest import need_program, read_response
+from conftest import need_program, read_response, read_to_end
 from lilush_http.body import streamed_body
 
 
@@ -57,6 +57,16 @@ class H2Client:
                 self.conn.send_data(sid, body[pos:pos + 16384], end_stream=end and pos + 16384 >= len(body))
         self.flush()
         return sid
+
+    def upload(self, sid, data, end=True):
+        """Send ``data`` on stream ``sid`` as the server's window allows, reading what comes."""
+        pos = 0
+        while pos < len(data):
+            self.read(lambda: self.conn.local_flow_control_window(sid) > 0)
+            size = min(16384, self.conn.local_flow_control_window(sid), len(data) - pos)
+            self.conn.send_data(sid, data[pos:pos + size], end_stream=end and pos + size == len(data))
+            self.flush()
+            pos += size
 
     def read(self, until, timeout=10):
         """Read and note events until ``until()`` holds (or the connection closes)."""
@@ -184,13 +194,7 @@ def test_body_window_given_back_only_as_the_handler_reads(live_server, client):
     assert sent == 65535
     go.set()
     rest = b"b" * 200000
-    pos = 0
-    while pos < len(rest):
-        c.read(lambda: c.conn.local_flow_control_window(sid) > 0)
-        size = min(16384, c.conn.local_flow_control_window(sid), len(rest) - pos)
-        c.conn.send_data(sid, rest[pos:pos + size], end_stream=pos + size == len(rest))
-        c.flush()
-        pos += size
+    c.upload(sid, rest)
     c.read(lambda: sid in c.ended)
     assert c.bodies[sid] == b"%d" % (sent + len(rest))
 
@@ -250,13 +254,8 @@ def test_stop_sends_goaway_and_lets_streams_finish(live_server, client):
 
 def read_frames(sock, timeout):
     """The frames the server sends until it closes the connection."""
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        chunk = sock.recv(65536)
-        if not chunk:
-            break
-        data += chunk
+    data, closed = read_to_end(sock, timeout)
+    assert closed, "the server did not close the connection"
     frames = []
     while data:
         frame, length = Frame.parse_frame_header(memoryview(data[:9]))
@@ -355,14 +354,8 @@ def test_a_handler_not_reading_leaves_other_uploads_room(live_server, client):
     c = client(live)
     waiting = c.request("/wait", "POST", b"w" * 65535, end=False)
     other = c.request("/", "POST", b"", end=False)
-    data, pos = b"o" * 300000, 0
     started = time.monotonic()
-    while pos < len(data):
-        c.read(lambda: c.conn.local_flow_control_window(other) > 0)
-        size = min(16384, c.conn.local_flow_control_window(other), len(data) - pos)
-        c.conn.send_data(other, data[pos:pos + size], end_stream=pos + size == len(data))
-        c.flush()
-        pos += size
+    c.upload(other, b"o" * 300000)
     c.read(lambda: other in c.ended)
     assert c.bodies[other] == b"300000" and waiting not in c.ended
     assert time.monotonic() - started < 3  # not a byte at a time through what the waiting stream left
