@@ -364,3 +364,25 @@ def test_a_handler_not_reading_leaves_other_uploads_room(live_server, client):
     c.flush()
     c.read(lambda: waiting in c.ended)
     assert c.bodies[waiting] == b"65535"
+
+
+def test_priority_in_headers_is_no_flood_but_priority_frames_are(live_server, client):
+    """Browsers put priority in every request's HEADERS: 1200 such requests pass; 1200
+    PRIORITY frames of their own are a flood (CVE-2019-9513): GOAWAY ENHANCE_YOUR_CALM."""
+    live = live_server(app)
+    c = client(live)
+    for _ in range(12):
+        sids = []
+        for _ in range(100):
+            sid = c.conn.get_next_available_stream_id()
+            c.conn.send_headers(sid, [(":method", "GET"), (":path", "/"), (":scheme", "http"),
+                                      (":authority", c.authority)], end_stream=True, priority_weight=32)
+            sids.append(sid)
+        c.flush()
+        c.read(lambda: c.ended >= set(sids))
+    assert c.goaway is None and len(c.ended) == 1200
+    for sid in range(3001, 5401, 2):  # idle streams
+        c.conn.prioritize(sid, weight=16)
+    c.flush()
+    c.read(lambda: c.goaway is not None)
+    assert c.goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM

@@ -170,11 +170,12 @@ class Http2Connection(StreamSending):
         resets = cfg["http2_max_resets"]
         self.resets = Bucket(resets, resets / RESET_SECONDS)
         self.ended = False
+        self.header_priority = None  # the PriorityUpdated of the last request's HEADERS
         self.opening = b""  # the first bytes, until the frame after the preface is known to be SETTINGS
         self.dispatch = {RequestReceived: self._on_request, DataReceived: self._on_data,
                          StreamEnded: self._on_end, StreamReset: self._on_reset,
                          WindowUpdated: self._on_window, RemoteSettingsChanged: self._on_settings,
-                         PingReceived: self._on_control, PriorityUpdated: self._on_control,
+                         PingReceived: self._on_control, PriorityUpdated: self._on_priority,
                          UnknownFrameReceived: self._on_control, ConnectionTerminated: self._on_goaway}
 
     # -- the reader --------------------------------------------------------------------
@@ -283,6 +284,7 @@ class Http2Connection(StreamSending):
 
     def _on_request(self, event):
         sid = event.stream_id
+        self.header_priority = event.priority_updated  # h2 reports it again as an event of its own
         if self.goaway is not None or len(self.streams) >= self.max_streams:
             self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
             if not self.flood.hit():
@@ -344,6 +346,12 @@ class Http2Connection(StreamSending):
     def _on_settings(self, event):
         self._wake_senders()
         self._on_control(event)
+
+    def _on_priority(self, event):
+        """A PRIORITY frame counts against the flood cap; priority carried by a request's
+        own HEADERS (as browsers send it) does not."""
+        if event is not self.header_priority:
+            self._on_control(event)
 
     def _on_control(self, event):
         if not self.flood.hit():
