@@ -22,7 +22,7 @@ try:
     from h2.errors import ErrorCodes
     from h2.events import (ConnectionTerminated, DataReceived, PingReceived, PriorityUpdated, RemoteSettingsChanged,
                            RequestReceived, StreamEnded, StreamReset, UnknownFrameReceived, WindowUpdated)
-    from h2.exceptions import H2Error, ProtocolError
+    from h2.exceptions import DenialOfServiceError, H2Error, ProtocolError
     from h2.settings import SettingCodes, Settings
     from hpack import HPACKError
     from hyperframe.exceptions import InvalidDataError
@@ -102,8 +102,14 @@ GOODBYES = WeakKeyDictionary()  # server -> its Goodbyes (a server's greenlets l
 
 
 class ServerConnection(H2Connection):
-    """h2's connection, server side, with our settings; the stream limit is ours to
-    enforce (REFUSED_STREAM for one stream), so h2's own count never trips."""
+    """h2's connection, server side, with our settings. The stream limit is ours to
+    enforce (REFUSED_STREAM for one stream), so h2's own count, which walks every
+    stream it holds on every HEADERS (quadratic in a flood), never runs; closed
+    streams are forgotten once per read instead (``forget_closed``)."""
+
+    # How many closed streams h2 remembers (to tell a late frame from a protocol error):
+    # h2's 65536 would hold some MB per long-lived connection.
+    MAX_CLOSED_STREAMS = 4096
 
     def __init__(self, settings):
         super().__init__(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
@@ -112,8 +118,11 @@ class ServerConnection(H2Connection):
 
     @property
     def open_inbound_streams(self):
-        H2Connection.open_inbound_streams.fget(self)  # h2 forgets closed streams as it counts
         return 0
+
+    def forget_closed(self):
+        """Drop the closed streams from h2's table (h2 does it only as it counts)."""
+        H2Connection.open_inbound_streams.fget(self)
 
 
 class Bucket:
@@ -262,6 +271,7 @@ class Http2Connection(StreamSending):
             if handler is not None:
                 handler(event)
         self.starting = []
+        h2.forget_closed()
         for stream in starting:
             if stream.reset is None:  # not opened and reset in the same read
                 self.group.spawn(self._run, stream)
@@ -467,7 +477,7 @@ def error_code(exc):
     an HPACK error is a COMPRESSION_ERROR (section 4.3), a SETTINGS ACK with a payload
     a FRAME_SIZE_ERROR (section 6.5; hyperframe says so only in its message)."""
     cause = exc.__cause__
-    if isinstance(cause, HPACKError):
+    if isinstance(cause, HPACKError) and not isinstance(exc, DenialOfServiceError):  # a bomb: ENHANCE_YOUR_CALM
         return ErrorCodes.COMPRESSION_ERROR
     if isinstance(cause, InvalidDataError) and str(cause).startswith("SETTINGS ack frame must not have payload"):
         return ErrorCodes.FRAME_SIZE_ERROR
