@@ -54,6 +54,7 @@ DEFAULT_WINDOW = 65535  # RFC 9113's initial flow-control window, kept for each 
 # The connection's window: unread request bodies a connection may hold in all (each stream
 # at most DEFAULT_WINDOW), so one handler that does not read yet leaves the others room.
 CONNECTION_WINDOW = 256 * 1024
+FORGET_AT = 256  # streams h2 may hold (open and closed) before the closed ones are dropped
 GOODBYE_TICK = 0.1  # how often open connections are checked for a stop
 
 
@@ -121,8 +122,10 @@ class ServerConnection(H2Connection):
         return 0
 
     def forget_closed(self):
-        """Drop the closed streams from h2's table (h2 does it only as it counts)."""
-        H2Connection.open_inbound_streams.fget(self)
+        """Drop the closed streams from h2's table (h2 does it only as it counts) once it
+        holds more than FORGET_AT."""
+        if len(self.streams) > FORGET_AT:
+            H2Connection.open_inbound_streams.fget(self)
 
 
 class Bucket:
