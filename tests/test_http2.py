@@ -386,3 +386,12 @@ def test_priority_in_headers_is_no_flood_but_priority_frames_are(live_server, cl
     c.flush()
     c.read(lambda: c.goaway is not None)
     assert c.goaway.error_code == h2.errors.ErrorCodes.ENHANCE_YOUR_CALM
+
+
+def test_an_informational_final_status_is_a_500(live_server, client, caplog):
+    live = live_server(lambda *a: ("", 103, {}))
+    c = client(live)
+    sid = c.request("/")
+    c.read(lambda: sid in c.ended)
+    assert c.status[sid] == 500
+    assert any("informational status cannot end a stream" in r.getMessage() for r in caplog.records)

@@ -16,13 +16,14 @@ from gevent.event import Event
 
 from ..body import BodyReadError, BodyReader
 from ..compression import StreamEncoder
-from ..response import body_allowed, neutral_response, neutral_stream_head
+from ..response import ResponseError, body_allowed, neutral_response, neutral_stream_head
 from ..transport import ConnectionEnded, StreamFailed, monotonic
 from .. import exchange
 
 logger = logging.getLogger("lilush_http")
 
 FILE_BLOCK = 64 * 1024  # bytes of a file read at a time (no sendfile on HTTP/2)
+INFORMATIONAL = "handler returned status %d: on HTTP/2 an informational status cannot end a stream"
 RAW_ANSWER = ("handler returned (None, None, None) on HTTP/2, where there is no socket to answer on: "
               "answered 500")
 
@@ -157,6 +158,8 @@ class Http2Stream:
         request = self.request
         status, fields, body = neutral_response(status, headers, content, request.method == "HEAD",
                                                 request.headers.get("accept-encoding"), cfg.compression)
+        if status < 200:
+            raise ResponseError(INFORMATIONAL % status)
         send = self.connection
         send.send_head(self, status, fields, not body)
         if body:
@@ -171,6 +174,8 @@ class Http2Stream:
         head = request.method == "HEAD"
         fields, coding, length = neutral_stream_head(status, headers, head, request.headers.get("accept-encoding"),
                                                      cfg.compression, size)
+        if status < 200:
+            raise ResponseError(INFORMATIONAL % status)
         no_body = head or not body_allowed(status)
         self.connection.send_head(self, status, fields, no_body)
         if no_body:
