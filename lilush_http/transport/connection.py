@@ -437,6 +437,10 @@ class Transport(SocketFace, Receiving, Sending):
         return self.closed or self.sock.fileno() < 0
 
     def set_phase(self, phase):
+        """What the connection waits for now; becoming IDLE starts its idle time (stop,
+        drain and admission close the idle longest first)."""
+        if phase is IDLE and self.phase is not IDLE:
+            self.idle_since = monotonic()
         self.phase = phase
 
     def begin_request(self):
