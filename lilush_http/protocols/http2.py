@@ -110,7 +110,7 @@ class ServerConnection(H2Connection):
 
     # How many closed streams h2 remembers (to tell a late frame from a protocol error):
     # h2's 65536 would hold some MB per long-lived connection.
-    MAX_CLOSED_STREAMS = 4096
+    MAX_CLOSED_STREAMS = 1024
 
     def __init__(self, settings):
         super().__init__(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
