@@ -9,7 +9,6 @@ request path (exchange.run) in its own greenlet of the connection's group.
 """
 
 import logging
-import time
 import traceback
 from weakref import WeakKeyDictionary
 
@@ -20,8 +19,6 @@ try:
     from h2.config import H2Configuration
     from h2.connection import H2Connection
     from h2.errors import ErrorCodes
-    from h2.events import (ConnectionTerminated, DataReceived, PingReceived, PriorityUpdated, RemoteSettingsChanged,
-                           RequestReceived, StreamEnded, StreamReset, UnknownFrameReceived, WindowUpdated)
     from h2.exceptions import DenialOfServiceError, H2Error, ProtocolError
     from h2.settings import SettingCodes, Settings
     from hpack import HPACKError
@@ -37,18 +34,16 @@ from ..body import BodyReadError
 from ..request import HTTPError
 from ..transport import ConnectionEnded, Phase, monotonic
 from .http2_output import HIGH_WATER, Output
-from .http2_request import build_request
+from .http2_events import ENHANCE_YOUR_CALM, HANDLERS, RESET_SECONDS, EventHandling, PeerError
 from .http2_sending import StreamSending
-from .http2_stream import Http2Body, Http2Stream
+from .http2_stream import Http2Body
 
 logger = logging.getLogger("lilush_http")
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 NEVER = float("inf")
-ENHANCE_YOUR_CALM = 0xb
 FLOOD_BURST = 1000  # control frames (PING, SETTINGS, PRIORITY, empty DATA, unknown) a peer may send at once
 FLOOD_RATE = 100.0  # ... and per second after that
-RESET_SECONDS = 10.0  # http2_max_resets counts the streams a client resets within this many seconds
 GOODBYE_SECONDS = 1.0  # how long the last frames (a GOAWAY) get to leave before the connection closes
 DEFAULT_WINDOW = 65535  # RFC 9113's initial flow-control window, kept for each stream
 # The connection's window: unread request bodies a connection may hold in all (each stream
@@ -146,15 +141,7 @@ class Bucket:
         return self.level <= self.burst
 
 
-class PeerError(Exception):
-    """The peer broke a rule h2 does not check, or a rate cap: GOAWAY with ``code``."""
-
-    def __init__(self, message, code=ENHANCE_YOUR_CALM):
-        super().__init__(message)
-        self.code = code
-
-
-class Http2Connection(StreamSending):
+class Http2Connection(EventHandling, StreamSending):
     """One HTTP/2 connection: the reader (this greenlet), the streams, the output."""
 
     def __init__(self, conn, host, client_ip):
@@ -184,11 +171,6 @@ class Http2Connection(StreamSending):
         self.ended = False
         self.header_priority = None  # the PriorityUpdated of the last request's HEADERS
         self.opening = b""  # the first bytes, until the frame after the preface is known to be SETTINGS
-        self.dispatch = {RequestReceived: self._on_request, DataReceived: self._on_data,
-                         StreamEnded: self._on_end, StreamReset: self._on_reset,
-                         WindowUpdated: self._on_window, RemoteSettingsChanged: self._on_settings,
-                         PingReceived: self._on_control, PriorityUpdated: self._on_priority,
-                         UnknownFrameReceived: self._on_control, ConnectionTerminated: self._on_goaway}
 
     # -- the reader --------------------------------------------------------------------
 
@@ -268,11 +250,11 @@ class Http2Connection(StreamSending):
         self.output.flush()  # h2's answers: SETTINGS and PING ACKs
         self.header_started = (self.header_started or monotonic()) if partial_header(h2) else None
         starting = self.starting
-        dispatch = self.dispatch
+        handlers = HANDLERS
         for event in events:
-            handler = dispatch.get(type(event))
+            handler = handlers.get(type(event))
             if handler is not None:
-                handler(event)
+                handler(self, event)
         self.starting = []
         h2.forget_closed()
         for stream in starting:
@@ -292,86 +274,6 @@ class Http2Connection(StreamSending):
         """The peer does not read what we send: read no more from it until it does."""
         self.conn.set_phase(Phase.SENDING)
         self.output.wait_room(self.host.settings.cfg["response_send_timeout"])
-
-    # -- events --------------------------------------------------------------------------
-
-    def _on_request(self, event):
-        sid = event.stream_id
-        self.header_priority = event.priority_updated  # h2 reports it again as an event of its own
-        if self.goaway is not None or len(self.streams) >= self.max_streams:
-            self.h2.reset_stream(sid, ErrorCodes.REFUSED_STREAM)
-            if not self.flood.hit():
-                raise PeerError("too many streams refused")
-            return
-        settings = self.host.settings
-        self.count += 1
-        self.conn.begin_request()
-        started = time.perf_counter()
-        request, error = build_request(event.headers, settings.limits)
-        stream = Http2Stream(self, sid, request, settings, self.count, started)
-        if error is not None:
-            stream.body = error  # answered by _run
-        elif event.stream_ended is not None and request.content_length:
-            self.h2.reset_stream(sid, ErrorCodes.PROTOCOL_ERROR)  # RFC 9113 section 8.1.1: no DATA came
-            return
-        elif event.stream_ended is None:
-            stream.body = Http2Body(stream, request.content_length, settings.cfg["request_body_timeout"],
-                                    settings.limits.body)
-        self.streams[sid] = stream
-        self.starting.append(stream)
-
-    def _on_data(self, event):
-        stream = self.streams.get(event.stream_id)
-        body = stream.body if stream is not None else None
-        if type(body) is not Http2Body or not body.feed(event.data, event.flow_controlled_length):
-            self.h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
-        if not event.data and event.stream_ended is None and not self.flood.hit():
-            raise PeerError("a flood of empty DATA frames")
-
-    def _on_end(self, event):
-        stream = self.streams.get(event.stream_id)
-        if stream is not None and type(stream.body) is Http2Body:
-            stream.body.end()
-
-    def _on_reset(self, event):
-        stream = self.streams.get(event.stream_id)
-        if stream is None:
-            return
-        stream.reset = "stream reset by the client"
-        if type(stream.body) is Http2Body:
-            stream.body.fail(BodyReadError("stream reset by the client"))
-        if stream.window is not None:
-            stream.window.set()
-        if stream in self.starting:  # reset before its greenlet started: it never will
-            self._forget(stream)
-        if not stream.ended and not self.resets.hit():
-            raise PeerError("more than %d streams reset within %d s (Rapid Reset)"
-                       % (self.resets.burst, RESET_SECONDS))
-
-    def _on_window(self, event):
-        if event.stream_id:
-            stream = self.streams.get(event.stream_id)
-            if stream is not None and stream.window is not None:
-                stream.window.set()
-        else:
-            self._wake_senders()
-
-    def _on_settings(self, event):
-        self._wake_senders()
-        self._on_control(event)
-
-    def _on_priority(self, event):
-        """A PRIORITY frame counts against the flood cap; priority carried by a request's
-        own HEADERS (as browsers send it) does not."""
-        if event is not self.header_priority:
-            self._on_control(event)
-
-    def _on_control(self, event):
-        if not self.flood.hit():
-            raise PeerError("a flood of %s frames" % type(event).__name__)
-
-    def _on_goaway(self, event):
-        self.ended = True  # the peer leaves; h2 sends nothing more after its GOAWAY
 
     # -- streams -----------------------------------------------------------------------------
 
