@@ -77,7 +77,7 @@ class Goodbyes:
 
     def add(self, connection):
         self.connections.add(connection)
-        if self.greenlet is None:
+        if self.greenlet is None or self.greenlet.dead:  # dead: its hub ended with a thread of serve()
             self.greenlet = spawn(self._run)
 
     def discard(self, connection):
