@@ -1,12 +1,13 @@
 # make run: serve the current directory on 127.0.0.1:8080.  make test: the test suite.
-# make bench: the side-by-side benchmark (see bench/run.py).
+# make bench: the side-by-side benchmark (see bench/run.py) and its charts.
+# make docs: the documentation site in docs/_build/html (warnings are errors).
 # Both create the virtualenv (.venv) and install into it when needed.
 PYTHON ?= python3
 VENV ?= .venv
 BIN = $(VENV)/bin
 STAMP = $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench docs clean
 
 $(STAMP): setup.cfg setup.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -28,6 +29,14 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/websocket_echo.py
+	$(BIN)/python bench/charts.py
+
+# -W: any warning fails, -n: every reference must resolve; then every internal link and
+# image of the built pages is checked (no network: external links are not visited).
+docs: $(STAMP)
+	rm -rf docs/_build/html
+	$(BIN)/python -m sphinx -W -n --keep-going -q -b html docs docs/_build/html
+	$(BIN)/python docs/_ext/internal_links.py docs/_build/html
 
 clean:
-	rm -rf $(VENV) *.egg-info .pytest_cache
+	rm -rf $(VENV) *.egg-info .pytest_cache docs/_build docs/_generated
