@@ -319,7 +319,7 @@ def tls_context(cafile=None):
 
 # -- the application every HTTP/2 suite serves ----------------------------------------------
 #   /            "hello"
-#   /echo        JSON: method, path, host, body length and sha256, x-token and cookie fields
+#   /echo        JSON: method, path, host, HTTP version, body length and sha256, x-token and cookie fields
 #   /slow?s=N    waits N seconds (default 1), then "slow"
 #   /size/N      N bytes of ``pattern(N)``
 
@@ -328,8 +328,8 @@ def pattern(n):
     return (b"0123456789abcdefghijklmnopqrstuvwxyz" * (n // 36 + 1))[:n]
 
 
-def echo(method, path, headers, body):
-    return json.dumps({"method": method, "path": path, "host": headers.get("host"), "length": len(body),
+def echo(method, path, headers, body, version):
+    return json.dumps({"method": method, "path": path, "host": headers.get("host"), "version": version, "length": len(body),
                        "sha256": hashlib.sha256(body).hexdigest(), "x-token": headers.get("x-token"),
                        "cookie": headers.get("cookie")}).encode()
 
@@ -352,7 +352,7 @@ def handle(method, query, args, headers, body, ctx):
         return pattern(int(query[6:])), 200, {"content-type": "application/octet-stream"}
     if query == "/echo":
         data = body if isinstance(body, (bytes, type(None))) else body.read()
-        return echo(method, query, headers, data or b""), 200, {"content-type": "application/octet-stream"}
+        return echo(method, query, headers, data or b"", ctx.get("version")), 200, {"content-type": "application/octet-stream"}
     return b"hello", 200, {"content-type": "text/plain"}
 
 
@@ -375,7 +375,7 @@ async def asgi_app(scope, receive, send):
         data = pattern(int(path[6:]))
     elif path == "/echo":
         headers.setdefault("host", headers.get(":authority"))
-        data = echo(scope["method"], path, headers, body)
+        data = echo(scope["method"], path, headers, body, "HTTP/" + scope["http_version"])
     else:
         data = b"hello"
     await send({"type": "http.response.start", "status": 200,

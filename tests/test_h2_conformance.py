@@ -15,7 +15,7 @@ import os
 import struct
 
 import pytest
-from hyperframe.frame import (ContinuationFrame, DataFrame, GoAwayFrame, HeadersFrame, PingFrame, PriorityFrame,
+from hyperframe.frame import (DataFrame, GoAwayFrame, PingFrame, PriorityFrame,
                               RstStreamFrame, SettingsFrame, WindowUpdateFrame)
 
 import h2_frames as h2
