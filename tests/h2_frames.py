@@ -252,6 +252,8 @@ class Client:
         GOAWAY, a close, the PING barrier's ACK (with ``barrier``), or the timeout."""
         if barrier:
             self.ping(b"barrier!")
+        elif stream_id in self.streams and (self.streams[stream_id]["ended"] or self.streams[stream_id]["reset"]):
+            return self._stream_outcome(stream_id)  # already decided by frames read before
         deadline = time.monotonic() + (self.timeout if timeout is None else timeout)
         while True:
             try:
@@ -266,12 +268,16 @@ class Client:
                 return self._goaway_outcome()
             if stream_id is not None and frame.stream_id == stream_id:
                 state = self.streams[stream_id]
-                if state["reset"] is not None:
-                    return Outcome("reset", code=state["reset"], frames=self.frames)
-                if state["ended"]:
-                    return self.response(stream_id)
+                if state["reset"] is not None or state["ended"]:
+                    return self._stream_outcome(stream_id)
             if barrier and isinstance(frame, PingFrame) and "ACK" in frame.flags and frame.opaque_data == b"barrier!":
                 return Outcome("ping", frames=self.frames)
+
+    def _stream_outcome(self, stream_id):
+        state = self.streams[stream_id]
+        if state["reset"] is not None:
+            return Outcome("reset", code=state["reset"], frames=self.frames)
+        return self.response(stream_id)
 
     def _goaway_outcome(self):
         return Outcome("goaway", code=self.goaway.error_code, frames=self.frames)

@@ -379,11 +379,10 @@ def test_data_dribble_is_cut_when_a_client_waits(target):
     """Every slot held by connections that take one byte at a time: a new client's
     arrival gets the dribblers cut under min_rate, and it is served."""
     dribblers = [slow_reader(target.address, 1) for _ in range(CONFIG["connection_limit"])]
+    done = threading.Event()
     try:
-        stop = time.monotonic() + 6
-
         def dribble():
-            while time.monotonic() < stop and not all(d.closed for d in dribblers):
+            while not done.is_set() and not all(d.closed for d in dribblers):
                 for d in dribblers:
                     if not d.closed:
                         d.window_update(1, 1)
@@ -394,8 +393,11 @@ def test_data_dribble_is_cut_when_a_client_waits(target):
                             pass
                 time.sleep(0.05)
         running = Background(dribble)
-        elapsed = assert_served(target.address, within=5)
-        running.result()
+        try:
+            elapsed = assert_served(target.address, within=5)
+        finally:
+            done.set()
+            running.result()
         cut = sum(1 for d in dribblers if d.closed or wait_cut(d.sock, 0.5))
     finally:
         for d in dribblers:
