@@ -233,8 +233,9 @@ def test_rapid_reset_gets_enhance_your_calm(target):
         def attack():
             for i in range(0, len(frames), 100):
                 c.send(*frames[i:i + 100])
-                if c.closed:
-                    break
+                result = c.outcome(timeout=0.05)
+                if result.kind != "timeout":
+                    return result
             return c.outcome(timeout=5)
         running = Background(attack)
         assert_served(target.address)
@@ -293,14 +294,14 @@ def test_slow_continuation_is_cut_by_the_header_timeout(target):
         c.send(raw(HEADERS, END_STREAM, 1, request_block(target.address)))
         started = time.monotonic()
         result = None
-        while time.monotonic() - started < 8:
+        while time.monotonic() - started < 15:
             c.send(raw(CONTINUATION, 0, 1, b"\x00\x01x\x01y"))
             result = c.outcome(1, timeout=0.3)
             if result.kind != "timeout" or c.closed:
                 break
         elapsed = time.monotonic() - started
     assert result.kind in ("goaway", "closed", "reset"), result
-    assert elapsed < 5, elapsed
+    assert elapsed < CONFIG["request_header_timeout"] + 6, elapsed  # 64 frames (h2's cap) would take 19 s
 
 
 # -- HPACK bomb ---------------------------------------------------------------------------------------

@@ -1343,3 +1343,22 @@ def test_vector_count():
 
 def test_server_serves_after_all_vectors(h2_server):
     assert_serves(h2_server.address)
+
+
+def test_over_the_stream_limit_only_that_stream_is_refused(h2_server):
+    """Issue 23: the stream past SETTINGS_MAX_CONCURRENT_STREAMS gets RST_STREAM REFUSED_STREAM;
+    the connection and the streams within the limit go on."""
+    if os.environ.get("H2_REFERENCE"):
+        pytest.skip("lilush_http's own choice among the RFC's outcomes")
+    with Client(h2_server.address, timeout=5) as c:
+        c.start()
+        limit = c.server_settings.get(h2.MAX_CONCURRENT_STREAMS)
+        assert limit == 100, c.server_settings  # the default of http2_max_concurrent_streams
+        within = [c.stream_id() for _ in range(limit)]
+        over = c.stream_id()
+        c.send(*[c.headers(sid, get_fields(c, "/slow?s=0.5")) for sid in within], c.headers(over, get_fields(c)))
+        refused = c.outcome(over)
+        assert refused.kind == "reset" and refused.code == REFUSED_STREAM, refused
+        for sid in within:
+            assert c.outcome(sid).status == 200
+        assert c.fetch("/").status == 200 and c.goaway is None
