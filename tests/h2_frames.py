@@ -16,6 +16,7 @@ import struct
 import subprocess
 import sys
 import time
+import types
 
 import hpack
 from h2.errors import ErrorCodes
@@ -335,7 +336,8 @@ def pattern(n):
 
 
 def echo(method, path, headers, body, version):
-    return json.dumps({"method": method, "path": path, "host": headers.get("host"), "version": version, "length": len(body),
+    return json.dumps({"method": method, "path": path, "host": headers.get("host"), "version": version,
+                       "length": len(body),
                        "sha256": hashlib.sha256(body).hexdigest(), "x-token": headers.get("x-token"),
                        "cookie": headers.get("cookie")}).encode()
 
@@ -358,7 +360,8 @@ def handle(method, query, args, headers, body, ctx):
         return pattern(int(query[6:])), 200, {"content-type": "application/octet-stream"}
     if query == "/echo":
         data = body if isinstance(body, (bytes, type(None))) else body.read()
-        return echo(method, query, headers, data or b"", ctx.get("version")), 200, {"content-type": "application/octet-stream"}
+        answer = echo(method, query, headers, data or b"", ctx.get("version"))
+        return answer, 200, {"content-type": "application/octet-stream"}
     return b"hello", 200, {"content-type": "text/plain"}
 
 
@@ -392,7 +395,8 @@ async def asgi_app(scope, receive, send):
 @contextlib.contextmanager
 def reference_server(certfile=None, keyfile=None):
     """hypercorn serving ``asgi_app`` on a free port (prior knowledge, or TLS with ALPN h2):
-    yields its address.  Used to check the suites themselves."""
+    yields an object with its ``address`` and ``proc`` (the Popen).  Used to check the suites
+    themselves (hypercorn comes with the bench extra)."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
@@ -411,7 +415,7 @@ def reference_server(certfile=None, keyfile=None):
             except OSError:
                 assert process.poll() is None and time.monotonic() < deadline, "hypercorn did not start"
                 time.sleep(0.05)
-        yield ("127.0.0.1", port)
+        yield types.SimpleNamespace(address=("127.0.0.1", port), proc=process)
     finally:
         process.terminate()
         process.wait(10)

@@ -71,49 +71,14 @@ HTTP2_CONFIG = {"http2_max_concurrent_streams": 50, "http2_max_resets": 50}
 CONFIG.update((key, value) for key, value in HTTP2_CONFIG.items() if key in DEFAULTS)
 
 
-class Reference:
-    """hypercorn in the place of the server (H2_REFERENCE=hypercorn), to debug the attacks themselves."""
-
-    def __init__(self, work):
-        self.context = h2.reference_server()
-        self.address = self.context.__enter__()
-        self.work, self.stderr = work, ""
-        self.proc = next(p for p in psutil_children() if str(self.address[1]) in " ".join(p[1]))[0]
-
-    def kill(self):
-        self.context.__exit__(None, None, None)
-
-
-def psutil_children():
-    """(pid, argv) of our child processes."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                with open("/proc/%s/stat" % entry) as f:
-                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open("/proc/%s/cmdline" % entry, "rb") as f:
-                    argv = f.read().decode().split("\0")
-            except OSError:
-                continue
-            if parent == os.getpid():
-                found.append((Pid(int(entry)), argv))
-    return found
-
-
-class Pid:
-    def __init__(self, pid):
-        self.pid = pid
-
-
 @pytest.fixture(scope="module")
 def target(tmp_path_factory):
     """One lilush_http process for the module, serving APP."""
     work = tmp_path_factory.mktemp("h2attacks")
-    if os.environ.get("H2_REFERENCE") == "hypercorn":
-        ref = Reference(work)
-        yield ref
-        ref.kill()
+    if os.environ.get("H2_REFERENCE") == "hypercorn":  # to debug the attacks themselves
+        with h2.reference_server() as reference:
+            reference.work, reference.stderr = work, ""
+            yield reference
         return
     (work / "app.py").write_text(APP)
     (work / "config.json").write_text(json.dumps(CONFIG))

@@ -41,6 +41,13 @@ def case(group, name, expect, start=True, timeout=2.0):
     return register
 
 
+def sends(group, name, expect, frames):
+    """A case that only sends ``frames(c)`` (frames or bytes) on a started connection."""
+    def build(c):
+        c.send(*frames(c))
+    case(group, name, expect)(build)
+
+
 def conn_error(code):
     return ("goaway", code)
 
@@ -143,19 +150,9 @@ def _(c):
 
 # -- 4.1, 4.2 frame format and size ---------------------------------------------------------
 
-@case("frame", "unknown-type-ignored", IGNORED)
-def _(c):
-    c.send(raw(0x42, 0, 0, b"whatever"))
-
-
-@case("frame", "unknown-type-on-stream-ignored", IGNORED)
-def _(c):
-    c.send(raw(0xEE, 0xFF, 7, b"x" * 100))
-
-
-@case("frame", "unknown-flags-on-ping", IGNORED)
-def _(c):
-    c.send(raw(PING, 0xFE, 0, b"abcdefgh"))
+sends("frame", "unknown-type-ignored", IGNORED, lambda c: [raw(0x42, 0, 0, b"whatever")])
+sends("frame", "unknown-type-on-stream-ignored", IGNORED, lambda c: [raw(0xEE, 0xFF, 7, b"x" * 100)])
+sends("frame", "unknown-flags-on-ping", IGNORED, lambda c: [raw(PING, 0xFE, 0, b"abcdefgh")])
 
 
 @case("frame", "unknown-flags-on-headers", response())
@@ -192,9 +189,8 @@ def _(c):
     return 1
 
 
-@case("frame", "unknown-type-over-max-frame-size", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(0x42, 0, 0, b"u" * 16385))
+sends("frame", "unknown-type-over-max-frame-size", conn_error(FRAME_SIZE_ERROR),
+      lambda c: [raw(0x42, 0, 0, b"u" * 16385)])
 
 
 @case("frame", "settings-over-max-frame-size", conn_error(FRAME_SIZE_ERROR))
@@ -348,29 +344,12 @@ def _(c):
 
 # -- 5.1 stream states ----------------------------------------------------------------------
 
-@case("state-idle", "data", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(DATA, END_STREAM, 1, b"hello"))
-
-
-@case("state-idle", "rst-stream", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(RstStreamFrame(1, error_code=8))
-
-
-@case("state-idle", "window-update", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(WindowUpdateFrame(1, window_increment=100))
-
-
-@case("state-idle", "continuation", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(CONTINUATION, END_HEADERS, 1, plain_block(c)))
-
-
-@case("state-idle", "priority-allowed", IGNORED)
-def _(c):
-    c.send(PriorityFrame(3, depends_on=0, stream_weight=16))
+sends("state-idle", "data", conn_error(PROTOCOL_ERROR), lambda c: [raw(DATA, END_STREAM, 1, b"hello")])
+sends("state-idle", "rst-stream", conn_error(PROTOCOL_ERROR), lambda c: [RstStreamFrame(1, error_code=8)])
+sends("state-idle", "window-update", conn_error(PROTOCOL_ERROR), lambda c: [WindowUpdateFrame(1, window_increment=100)])
+sends("state-idle", "continuation", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(CONTINUATION, END_HEADERS, 1, plain_block(c))])
+sends("state-idle", "priority-allowed", IGNORED, lambda c: [PriorityFrame(3, depends_on=0, stream_weight=16)])
 
 
 @case("state-idle", "priority-then-headers", response())
@@ -518,44 +497,19 @@ def _(c):
     return c.request("/", stream_id=MAX_WINDOW)
 
 
-@case("stream-id", "headers-on-zero", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 0, plain_block(c)))
-
-
-@case("stream-id", "data-on-zero", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(DATA, 0, 0, b"hello"))
-
-
-@case("stream-id", "priority-on-zero", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(PRIORITY, 0, 0, struct.pack(">IB", 1, 16)))
-
-
-@case("stream-id", "rst-stream-on-zero", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(RST_STREAM, 0, 0, struct.pack(">I", 8)))
-
-
-@case("stream-id", "continuation-on-zero", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(CONTINUATION, END_HEADERS, 0, b""))
-
-
-@case("stream-id", "settings-on-stream", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 1, b""))
-
-
-@case("stream-id", "ping-on-stream", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(PING, 0, 1, b"12345678"))
-
-
-@case("stream-id", "goaway-on-stream", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(GOAWAY, 0, 1, struct.pack(">II", 0, 0)))
+sends("stream-id", "headers-on-zero", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(HEADERS, END_STREAM | END_HEADERS, 0, plain_block(c))])
+sends("stream-id", "data-on-zero", conn_error(PROTOCOL_ERROR), lambda c: [raw(DATA, 0, 0, b"hello")])
+sends("stream-id", "priority-on-zero", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(PRIORITY, 0, 0, struct.pack(">IB", 1, 16))])
+sends("stream-id", "rst-stream-on-zero", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(RST_STREAM, 0, 0, struct.pack(">I", 8))])
+sends("stream-id", "continuation-on-zero", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(CONTINUATION, END_HEADERS, 0, b"")])
+sends("stream-id", "settings-on-stream", conn_error(PROTOCOL_ERROR), lambda c: [raw(SETTINGS, 0, 1, b"")])
+sends("stream-id", "ping-on-stream", conn_error(PROTOCOL_ERROR), lambda c: [raw(PING, 0, 1, b"12345678")])
+sends("stream-id", "goaway-on-stream", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(GOAWAY, 0, 1, struct.pack(">II", 0, 0))])
 
 
 @case("stream-id", "push-promise-from-client", conn_error(PROTOCOL_ERROR))
@@ -610,7 +564,8 @@ def _(c):
 
 @case("priority", "exclusive-dependency", response())
 def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS | PRIORITY_FLAG, 1, struct.pack(">IB", 0x80000000, 255) + plain_block(c)))
+    exclusive = struct.pack(">IB", 0x80000000, 255)
+    c.send(raw(HEADERS, END_STREAM | END_HEADERS | PRIORITY_FLAG, 1, exclusive + plain_block(c)))
     return 1
 
 
@@ -626,9 +581,7 @@ def _(c):
     return 1
 
 
-@case("priority", "depends-on-unknown-stream", IGNORED)
-def _(c):
-    c.send(PriorityFrame(5, depends_on=99, stream_weight=16))
+sends("priority", "depends-on-unknown-stream", IGNORED, lambda c: [PriorityFrame(5, depends_on=99, stream_weight=16)])
 
 
 @case("extension", "unknown-frame-inside-header-block", conn_error(PROTOCOL_ERROR))
@@ -638,9 +591,7 @@ def _(c):
     return 1
 
 
-@case("extension", "unknown-setting-ignored", IGNORED)
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(0x4242, 7)))
+sends("extension", "unknown-setting-ignored", IGNORED, lambda c: [raw(SETTINGS, 0, 0, setting(0x4242, 7))])
 
 
 @case("extension", "rst-stream-unknown-error-code", IGNORED)
@@ -649,9 +600,7 @@ def _(c):
     c.send(RstStreamFrame(sid, error_code=0xDEAD))
 
 
-@case("extension", "altsvc-from-client-ignored", IGNORED)
-def _(c):
-    c.send(raw(0xA, 0, 0, struct.pack(">H", 0)))
+sends("extension", "altsvc-from-client-ignored", IGNORED, lambda c: [raw(0xA, 0, 0, struct.pack(">H", 0))])
 
 
 # -- 6.1 DATA --------------------------------------------------------------------------------
@@ -825,34 +774,17 @@ def _(c):
     assert c.settings_acks == before + 3
 
 
-@case("settings", "ack-with-payload", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, ACK, 0, setting(h2.ENABLE_PUSH, 0)))
-
-
-@case("settings", "length-not-multiple-of-6", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, b"\0\x03\0\0\0"))
-
-
-@case("settings", "length-7", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.ENABLE_PUSH, 0) + b"\0"))
-
-
-@case("settings", "enable-push-2", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.ENABLE_PUSH, 2)))
-
-
-@case("settings", "enable-push-1-accepted", IGNORED)
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.ENABLE_PUSH, 1)))
-
-
-@case("settings", "initial-window-over-max", conn_error(FLOW_CONTROL_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.INITIAL_WINDOW_SIZE, 2 ** 31)))
+sends("settings", "ack-with-payload", conn_error(FRAME_SIZE_ERROR),
+      lambda c: [raw(SETTINGS, ACK, 0, setting(h2.ENABLE_PUSH, 0))])
+sends("settings", "length-not-multiple-of-6", conn_error(FRAME_SIZE_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, b"\0\x03\0\0\0")])
+sends("settings", "length-7", conn_error(FRAME_SIZE_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, setting(h2.ENABLE_PUSH, 0) + b"\0")])
+sends("settings", "enable-push-2", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, setting(h2.ENABLE_PUSH, 2))])
+sends("settings", "enable-push-1-accepted", IGNORED, lambda c: [raw(SETTINGS, 0, 0, setting(h2.ENABLE_PUSH, 1))])
+sends("settings", "initial-window-over-max", conn_error(FLOW_CONTROL_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, setting(h2.INITIAL_WINDOW_SIZE, 2 ** 31))])
 
 
 @case("settings", "initial-window-max-accepted", response())
@@ -861,14 +793,10 @@ def _(c):
     return c.request("/")
 
 
-@case("settings", "max-frame-size-too-small", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.MAX_FRAME_SIZE, 16383)))
-
-
-@case("settings", "max-frame-size-too-large", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.MAX_FRAME_SIZE, 2 ** 24)))
+sends("settings", "max-frame-size-too-small", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, setting(h2.MAX_FRAME_SIZE, 16383))])
+sends("settings", "max-frame-size-too-large", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, setting(h2.MAX_FRAME_SIZE, 2 ** 24))])
 
 
 @case("settings", "max-frame-size-largest-accepted", response())
@@ -877,9 +805,8 @@ def _(c):
     return c.request("/")
 
 
-@case("settings", "enable-connect-protocol-2", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(SETTINGS, 0, 0, setting(h2.ENABLE_CONNECT_PROTOCOL, 2)))
+sends("settings", "enable-connect-protocol-2", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(SETTINGS, 0, 0, setting(h2.ENABLE_CONNECT_PROTOCOL, 2))])
 
 
 @case("settings", "same-setting-twice-last-wins", response())
@@ -918,19 +845,9 @@ def _(c):
     assert result.kind == "ping" and b"unasked!" not in c.ping_acks, result
 
 
-@case("ping", "length-7", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(PING, 0, 0, b"1234567"))
-
-
-@case("ping", "length-9", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(PING, 0, 0, b"123456789"))
-
-
-@case("ping", "length-0", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(PING, 0, 0, b""))
+sends("ping", "length-7", conn_error(FRAME_SIZE_ERROR), lambda c: [raw(PING, 0, 0, b"1234567")])
+sends("ping", "length-9", conn_error(FRAME_SIZE_ERROR), lambda c: [raw(PING, 0, 0, b"123456789")])
+sends("ping", "length-0", conn_error(FRAME_SIZE_ERROR), lambda c: [raw(PING, 0, 0, b"")])
 
 
 @case("ping", "while-streams-open", response())
@@ -942,9 +859,7 @@ def _(c):
 
 # -- 6.8 GOAWAY -------------------------------------------------------------------------------
 
-@case("goaway", "short", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(GOAWAY, 0, 0, b"\0\0\0\0\0\0\0"))
+sends("goaway", "short", conn_error(FRAME_SIZE_ERROR), lambda c: [raw(GOAWAY, 0, 0, b"\0\0\0\0\0\0\0")])
 
 
 @case("goaway", "from-client-no-error", GRACEFUL)
@@ -963,9 +878,8 @@ def _(c):
 
 # -- 6.9 WINDOW_UPDATE and flow control --------------------------------------------------------
 
-@case("window-update", "zero-increment-connection", conn_error(PROTOCOL_ERROR))
-def _(c):
-    c.send(raw(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0)))
+sends("window-update", "zero-increment-connection", conn_error(PROTOCOL_ERROR),
+      lambda c: [raw(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0))])
 
 
 @case("window-update", "zero-increment-stream", stream_error(PROTOCOL_ERROR))
@@ -975,29 +889,14 @@ def _(c):
     return sid
 
 
-@case("window-update", "length-3", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(WINDOW_UPDATE, 0, 0, b"\0\0\x01"))
-
-
-@case("window-update", "length-5", conn_error(FRAME_SIZE_ERROR))
-def _(c):
-    c.send(raw(WINDOW_UPDATE, 0, 0, b"\0\0\0\x01\0"))
-
-
-@case("window-update", "connection-overflow", conn_error(FLOW_CONTROL_ERROR))
-def _(c):
-    c.send(WindowUpdateFrame(0, window_increment=MAX_WINDOW))
-
-
-@case("window-update", "connection-overflow-in-two", conn_error(FLOW_CONTROL_ERROR))
-def _(c):
-    c.send(WindowUpdateFrame(0, window_increment=2 ** 30), WindowUpdateFrame(0, window_increment=2 ** 30))
-
-
-@case("window-update", "connection-to-max-accepted", IGNORED)
-def _(c):
-    c.send(WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535))
+sends("window-update", "length-3", conn_error(FRAME_SIZE_ERROR), lambda c: [raw(WINDOW_UPDATE, 0, 0, b"\0\0\x01")])
+sends("window-update", "length-5", conn_error(FRAME_SIZE_ERROR), lambda c: [raw(WINDOW_UPDATE, 0, 0, b"\0\0\0\x01\0")])
+sends("window-update", "connection-overflow", conn_error(FLOW_CONTROL_ERROR),
+      lambda c: [WindowUpdateFrame(0, window_increment=MAX_WINDOW)])
+sends("window-update", "connection-overflow-in-two", conn_error(FLOW_CONTROL_ERROR),
+      lambda c: [WindowUpdateFrame(0, window_increment=2 ** 30)] * 2)
+sends("window-update", "connection-to-max-accepted", IGNORED,
+      lambda c: [WindowUpdateFrame(0, window_increment=MAX_WINDOW - 65535)])
 
 
 @case("window-update", "stream-overflow", stream_error(FLOW_CONTROL_ERROR))
@@ -1007,9 +906,8 @@ def _(c):
     return sid
 
 
-@case("window-update", "reserved-bit-ignored", IGNORED)
-def _(c):
-    c.send(raw(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x80000000 | 100)))
+sends("window-update", "reserved-bit-ignored", IGNORED,
+      lambda c: [raw(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x80000000 | 100))])
 
 
 @case("window-update", "settings-change-overflows-stream", conn_error(FLOW_CONTROL_ERROR))
@@ -1101,7 +999,8 @@ def _(c):
 @case("continuation", "then-body", response())
 def _(c):
     block = plain_block(c, "/echo")
-    c.send(raw(HEADERS, 0, 1, block[:5]), raw(CONTINUATION, END_HEADERS, 1, block[5:]), raw(DATA, END_STREAM, 1, b"123"))
+    c.send(raw(HEADERS, 0, 1, block[:5]), raw(CONTINUATION, END_HEADERS, 1, block[5:]),
+           raw(DATA, END_STREAM, 1, b"123"))
     return 1, lambda r: json.loads(r.body)["length"] == 3
 
 
@@ -1276,8 +1175,8 @@ CONFIG = {"connection_limit": 1000, "log_level": "error"}
 @pytest.fixture(scope="module")
 def h2_server():
     if os.environ.get("H2_REFERENCE") == "hypercorn":
-        with h2.reference_server() as address:
-            yield Target(address)
+        with h2.reference_server() as reference:
+            yield Target(reference.address)
         return
     live = LiveServer(h2.handle, **CONFIG)
     try:

@@ -297,8 +297,8 @@ def flask_handle():
     @app.route("/item/<int:item_id>", methods=["GET", "POST"])
     def item(item_id):
         data = flask.request.get_data()
-        return flask.jsonify(id=item_id, q=flask.request.args.get("q"), protocol=flask.request.environ["SERVER_PROTOCOL"],
-                             host=flask.request.host, length=len(data), sha256=sha(data))
+        return flask.jsonify(id=item_id, q=flask.request.args.get("q"), host=flask.request.host,
+                             protocol=flask.request.environ["SERVER_PROTOCOL"], length=len(data), sha256=sha(data))
     return to_handle(app)
 
 
