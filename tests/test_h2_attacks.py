@@ -207,6 +207,7 @@ def test_rapid_reset_gets_enhance_your_calm(target):
         running = Background(attack)
         assert_served(target.address)
         result = running.result()
+        print("outcome:", result)  # shown with pytest -rP: what the defence did
     assert result.kind == "goaway" and result.code == ENHANCE_YOUR_CALM, result
     assert c.goaway.last_stream_id < 1999, c.goaway.last_stream_id  # it stopped before the end
     assert_served(target.address)
@@ -239,6 +240,7 @@ def test_continuation_flood_is_bounded(target):
     running = Background(lambda: flood(target.address, raw(CONTINUATION, 0, 1, header), 32 << 20, 8, opening))
     assert_served(target.address)
     how, sent = running.result()
+    print("outcome: %s after %d bytes" % (how, sent))  # shown with pytest -rP
     assert how == "closed", (how, sent)
     assert sent < 16 << 20, sent  # cut long before the 32 MB went
     assert status_kb(target.proc.pid) - rss_before < 20 * 1024
@@ -251,6 +253,7 @@ def test_empty_continuation_flood_is_cut(target):
         c.start()
         c.send(opening, *[raw(CONTINUATION, 0, 1, b"")] * 5000)
         result = c.outcome(1, timeout=5)
+        print("outcome:", result)  # shown with pytest -rP: what the defence did
     assert result.kind in ("goaway", "closed") and result.code != 0, result
 
 
@@ -267,6 +270,7 @@ def test_slow_continuation_is_cut_by_the_header_timeout(target):
             if result.kind != "timeout" or c.closed:
                 break
         elapsed = time.monotonic() - started
+    print("outcome: %r after %.1f s" % (result, elapsed))  # shown with pytest -rP
     assert result.kind in ("goaway", "closed", "reset"), result
     assert elapsed < CONFIG["request_header_timeout"] + 6, elapsed  # 64 frames (h2's cap) would take 19 s
 
@@ -285,6 +289,7 @@ def test_hpack_bomb_is_capped(target):
         bomb = request_block(target.address) + b"\xbe" * 4000  # index 62 x 4000: 16 MB decoded
         c.send(raw(HEADERS, END_STREAM | END_HEADERS, 3, bomb))
         result = c.outcome(3, timeout=5)
+        print("outcome:", result)  # shown with pytest -rP: what the defence did
     refused = result.kind in ("goaway", "reset", "closed") or (result.kind == "response" and result.status == 431)
     assert refused, result
     assert status_kb(target.proc.pid) - rss_before < 20 * 1024
@@ -303,6 +308,7 @@ def test_flood_with_acks_from_a_peer_that_never_reads(target, name, unit):
     running = Background(lambda: flood(target.address, unit, 24 << 20, 8))
     assert_served(target.address)
     how, sent = running.result()
+    print("outcome: %s after %d bytes" % (how, sent))  # shown with pytest -rP
     assert how == "closed", (how, sent)
     grown = status_kb(target.proc.pid) - rss_before
     assert grown < 16 * 1024, "server RSS grew by %d KB after %d bytes of %s frames" % (grown, sent, name)
@@ -318,6 +324,7 @@ def test_empty_frame_flood_is_cut(target, name, unit):
     running = Background(lambda: flood(target.address, unit, 16 << 20, 8, opening))
     assert_served(target.address)
     how, sent = running.result()
+    print("outcome: %s after %d bytes" % (how, sent))  # shown with pytest -rP
     assert how == "closed", (how, sent)
     assert_served(target.address)
 
@@ -338,6 +345,7 @@ def test_zero_window_slow_read_is_cut(target):
         running = Background(lambda: c.outcome(1, timeout=10))
         assert_served(target.address)
         result = running.result()
+        print("outcome:", result)  # shown with pytest -rP: what the defence did
         elapsed = time.monotonic() - started
     assert result.kind in ("goaway", "closed", "reset"), result
     assert elapsed < CONFIG["response_send_timeout"] + 3, elapsed
@@ -367,6 +375,7 @@ def test_data_dribble_is_cut_when_a_client_waits(target):
             done.set()
             running.result()
         cut = sum(1 for d in dribblers if d.closed or wait_cut(d.sock, 0.5))
+        print("outcome: %d of %d dribblers cut" % (cut, len(dribblers)))  # shown with pytest -rP
     finally:
         for d in dribblers:
             d.close()
