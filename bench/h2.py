@@ -208,11 +208,27 @@ def idle_memory(count, log=print):
     return figures
 
 
+def versions():
+    """bench/run.py's versions, with hypercorn, h2 and h2load's."""
+    from importlib import metadata
+    found = bench.versions()
+    for package in ("hypercorn", "h2"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    try:
+        found["h2load"] = subprocess.run(["h2load", "--version"], capture_output=True, text=True).stdout.split()[-1]
+    except (OSError, IndexError):
+        pass
+    return found
+
+
 def table(results, h1, idle, servers, modes, requests, repeat):
     lines = [
         "HTTP/2 benchmark of %s, CPU %s, %d cores; %s." % (
             time.strftime("%Y-%m-%d"), bench.cpu_model(), os.cpu_count(),
-            ", ".join("%s %s" % kv for kv in bench.versions().items())),
+            ", ".join("%s %s" % kv for kv in versions().items())),
         "",
         "h2load -n %d -c 10 -m 10 -t 1, median of %d runs; each server one process on CPU 0, h2load on CPU 1; "
         "the 13-byte hello." % (requests, repeat),
