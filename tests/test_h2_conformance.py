@@ -48,6 +48,15 @@ def sends(group, name, expect, frames):
     case(group, name, expect)(build)
 
 
+def on_stream(group, name, expect, opener, frames):
+    """A case that opens a stream with ``opener(c)``, then sends ``frames(c, sid)`` on it."""
+    def build(c):
+        sid = opener(c)
+        c.send(*frames(c, sid))
+        return None if expect == IGNORED else sid
+    case(group, name, expect)(build)
+
+
 def conn_error(code):
     return ("goaway", code)
 
@@ -358,50 +367,15 @@ def _(c):
     return c.request("/", stream_id=1)
 
 
-@case("state-half-closed-remote", "data", stream_error(STREAM_CLOSED))
-def _(c):
-    sid = slow_stream(c)
-    c.send(raw(DATA, 0, sid, b"late"))
-    return sid
-
-
-@case("state-half-closed-remote", "data-end-stream", stream_error(STREAM_CLOSED))
-def _(c):
-    sid = slow_stream(c)
-    c.send(raw(DATA, END_STREAM, sid, b"late"))
-    return sid
-
-
-@case("state-half-closed-remote", "headers", stream_error(STREAM_CLOSED))
-def _(c):
-    sid = slow_stream(c)
-    c.send(c.headers(sid, [("x-late", "1")], end_stream=True))
-    return sid
-
-
-@case("state-half-closed-remote", "continuation", conn_error(PROTOCOL_ERROR))
-def _(c):
-    sid = slow_stream(c)
-    c.send(raw(CONTINUATION, END_HEADERS, sid, b""))
-    return sid
-
-
-@case("state-half-closed-remote", "window-update-allowed", IGNORED)
-def _(c):
-    sid = slow_stream(c)
-    c.window_update(sid, 1000)
-
-
-@case("state-half-closed-remote", "priority-allowed", IGNORED)
-def _(c):
-    sid = slow_stream(c)
-    c.send(PriorityFrame(sid, depends_on=0, stream_weight=32))
-
-
-@case("state-half-closed-remote", "rst-stream-allowed", IGNORED)
-def _(c):
-    sid = slow_stream(c)
-    c.send(RstStreamFrame(sid, error_code=8))
+for _name, _expect, _frames in [
+        ("data", stream_error(STREAM_CLOSED), lambda c, sid: [raw(DATA, 0, sid, b"late")]),
+        ("data-end-stream", stream_error(STREAM_CLOSED), lambda c, sid: [raw(DATA, END_STREAM, sid, b"late")]),
+        ("headers", stream_error(STREAM_CLOSED), lambda c, sid: [c.headers(sid, [("x-late", "1")])]),
+        ("continuation", conn_error(PROTOCOL_ERROR), lambda c, sid: [raw(CONTINUATION, END_HEADERS, sid, b"")]),
+        ("window-update-allowed", IGNORED, lambda c, sid: [WindowUpdateFrame(sid, window_increment=1000)]),
+        ("priority-allowed", IGNORED, lambda c, sid: [PriorityFrame(sid, depends_on=0, stream_weight=32)]),
+        ("rst-stream-allowed", IGNORED, lambda c, sid: [RstStreamFrame(sid, error_code=8)])]:
+    on_stream("state-half-closed-remote", _name, _expect, slow_stream, _frames)
 
 
 @case("state-half-closed-remote", "response-still-comes", response())
@@ -411,43 +385,15 @@ def _(c):
     return sid
 
 
-@case("state-closed", "data", stream_error(STREAM_CLOSED))
-def _(c):
-    sid = finished_stream(c)
-    c.send(raw(DATA, END_STREAM, sid, b"late"))
-    return sid
-
-
-@case("state-closed", "headers", conn_error(STREAM_CLOSED))
-def _(c):
-    sid = finished_stream(c)
-    c.send(c.headers(sid, get_fields(c)))
-    return sid
-
-
-@case("state-closed", "continuation", conn_error(PROTOCOL_ERROR))
-def _(c):
-    sid = finished_stream(c)
-    c.send(raw(CONTINUATION, END_HEADERS, sid, plain_block(c)))
-    return sid
-
-
-@case("state-closed", "window-update-ignored", IGNORED)
-def _(c):
-    sid = finished_stream(c)
-    c.window_update(sid, 100)
-
-
-@case("state-closed", "rst-stream-ignored", IGNORED)
-def _(c):
-    sid = finished_stream(c)
-    c.send(RstStreamFrame(sid, error_code=0))
-
-
-@case("state-closed", "priority-ignored", IGNORED)
-def _(c):
-    sid = finished_stream(c)
-    c.send(PriorityFrame(sid, depends_on=0, stream_weight=1))
+for _name, _expect, _frames in [
+        ("data", stream_error(STREAM_CLOSED), lambda c, sid: [raw(DATA, END_STREAM, sid, b"late")]),
+        ("headers", conn_error(STREAM_CLOSED), lambda c, sid: [c.headers(sid, get_fields(c))]),
+        ("continuation", conn_error(PROTOCOL_ERROR),
+         lambda c, sid: [raw(CONTINUATION, END_HEADERS, sid, plain_block(c))]),
+        ("window-update-ignored", IGNORED, lambda c, sid: [WindowUpdateFrame(sid, window_increment=100)]),
+        ("rst-stream-ignored", IGNORED, lambda c, sid: [RstStreamFrame(sid, error_code=0)]),
+        ("priority-ignored", IGNORED, lambda c, sid: [PriorityFrame(sid, depends_on=0, stream_weight=1)])]:
+    on_stream("state-closed", _name, _expect, finished_stream, _frames)
 
 
 @case("state-closed", "data-after-client-reset", stream_error(STREAM_CLOSED))
