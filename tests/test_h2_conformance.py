@@ -29,23 +29,25 @@ STREAM_CLOSED, FRAME_SIZE_ERROR, REFUSED_STREAM, COMPRESSION_ERROR = 0x5, 0x6, 0
 CASES = []
 
 
-def case(group, name, expect, start=True, timeout=2.0):
+def case(group, name, expect, start=True, timeout=2.0, known_gap=None):
     """Register ``build(client) -> stream id | (stream id, check) | None`` as one vector.
 
     ``expect``: ("goaway", code) a connection error; ("stream", code) a stream error;
     ("response", status); ("ignored",) nothing happens and the connection goes on.
-    ``start=False``: the case sends the preface itself."""
+    ``start=False``: the case sends the preface itself.  ``known_gap``: why lilush_http
+    is known not to do what the RFC says here (the case is expected to fail)."""
     def register(build):
-        CASES.append(pytest.param(build, expect, start, timeout, id="%s/%s" % (group, name)))
+        marks = [pytest.mark.xfail(reason=known_gap)] if known_gap else []
+        CASES.append(pytest.param(build, expect, start, timeout, id="%s/%s" % (group, name), marks=marks))
         return build
     return register
 
 
-def sends(group, name, expect, frames):
+def sends(group, name, expect, frames, known_gap=None):
     """A case that only sends ``frames(c)`` (frames or bytes) on a started connection."""
     def build(c):
         c.send(*frames(c))
-    case(group, name, expect)(build)
+    case(group, name, expect, known_gap=known_gap)(build)
 
 
 def on_stream(group, name, expect, opener, frames):
@@ -853,7 +855,9 @@ def _(c):
 
 
 sends("window-update", "reserved-bit-ignored", IGNORED,
-      lambda c: [raw(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x80000000 | 100))])
+      lambda c: [raw(WINDOW_UPDATE, 0, 0, struct.pack(">I", 0x80000000 | 100))],
+      known_gap="h2 4.4 reads the reserved bit into the increment (2^31 + 100: PROTOCOL_ERROR); "
+                "lilush_http parses no frames itself (issue 23: no codec of our own)")
 
 
 @case("window-update", "settings-change-overflows-stream", conn_error(FLOW_CONTROL_ERROR))
