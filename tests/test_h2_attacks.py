@@ -20,7 +20,6 @@ from hyperframe.frame import DataFrame, RstStreamFrame
 
 import h2_frames as h2
 from conftest import Proc
-from lilush_http.config import DEFAULTS
 from h2_frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PING, SETTINGS, WINDOW_UPDATE, Client, raw,
                        setting)
 
@@ -63,12 +62,9 @@ CONFIG = {
     "min_rate_window": 0.2,
     "max_body_size": 1024 * 1024,
     "log_level": "info",
+    "http2_max_concurrent_streams": 50,
+    "http2_max_resets": 50,
 }
-
-
-# The driver's own knobs, at small values, when this lilush_http has them.
-HTTP2_CONFIG = {"http2_max_concurrent_streams": 50, "http2_max_resets": 50}
-CONFIG.update((key, value) for key, value in HTTP2_CONFIG.items() if key in DEFAULTS)
 
 
 @pytest.fixture(scope="module")
