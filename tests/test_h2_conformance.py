@@ -489,6 +489,21 @@ def _(c):
     return last, check
 
 
+@case("concurrency", "finished-streams-free-their-slots", response())
+def _(c):
+    limit = min(c.server_settings.get(h2.MAX_CONCURRENT_STREAMS, 100), 200)
+    done = [c.request("/") for _ in range(limit)]
+    for sid in done:
+        assert c.outcome(sid).status == 200
+    return c.request("/")
+
+
+@case("concurrency", "client-limit-zero-only-limits-the-server", response())
+def _(c):
+    c.send(raw(SETTINGS, 0, 0, setting(h2.MAX_CONCURRENT_STREAMS, 0)))  # RFC 9113 5.1.2: streams the server opens
+    return c.request("/")
+
+
 # -- 5.3 priority, 5.4 error handling, 5.5 extensions ----------------------------------------
 
 @case("priority", "self-dependency", stream_error(PROTOCOL_ERROR))
