@@ -22,7 +22,7 @@ test: $(STAMP)
 
 # make bench: lilush_http against granian, pywsgi, gunicorn -k gevent and uvicorn (wrk on loopback);
 # bench/websocket_echo.py: WebSocket echo against gevent-websocket and the websockets library;
-# bench/h2.py: HTTP/2 (h2load) against hypercorn, gunicorn's gevent worker and granian.
+# bench/http2.py: HTTP/2 (h2load) against hypercorn, gunicorn's gevent worker and granian.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
 	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
@@ -30,7 +30,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/websocket_echo.py
-	$(BIN)/python bench/h2.py
+	$(BIN)/python bench/http2.py
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

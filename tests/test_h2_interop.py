@@ -323,14 +323,15 @@ def test_same_answers_over_http11_and_http2(app, pki):
     assert answers["HTTP/2"]["sha256"] == sha(body)
 
 
-# -- bench/h2.py at a tiny setting ---------------------------------------------------------------------
+# -- bench/http2.py at a tiny setting ----------------------------------------------------------------------
 
 def test_bench_h2_script_prints_its_table(tmp_path):
     need_program("h2load")
-    output = tmp_path / "results-h2.md"
+    output = tmp_path / "results-http2.md"
     root = os.path.dirname(TESTS)
-    out = subprocess.run([sys.executable, "bench/h2.py", "--servers", "lilush_http", "--modes", "prior", "--requests",
-                          "300", "--repeat", "1", "--h1-duration", "0", "--idle", "20", "--output", str(output)],
+    out = subprocess.run([sys.executable, "bench/http2.py", "--servers", "lilush_http", "--modes", "prior",
+                          "--requests", "300", "--repeat", "1", "--h1-duration", "0", "--idle", "20",
+                          "--output", str(output)],
                          cwd=root, capture_output=True, text=True, timeout=110)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     row = next(line for line in out.stdout.splitlines() if line.startswith("| h2c, prior knowledge | lilush_http |"))

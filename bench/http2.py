@@ -6,7 +6,7 @@ HTTP/2 connections next to idle HTTP/1.1 ones.
 Each server is one process pinned to CPU 0 and h2load (one thread) to CPU 1, as in bench/run.py,
 whose helpers this reuses. Every figure is the median of --repeat runs.
 
-    python bench/h2.py [--requests 9000] [--repeat 3] [--servers ...] [--modes prior,tls] [--idle 500]
+    python bench/http2.py [--requests 9000] [--repeat 3] [--servers ...] [--modes prior,tls] [--idle 500]
 """
 
 import argparse
@@ -143,7 +143,7 @@ def open_http11(port, count):
     return sockets
 
 
-# A prior-knowledge request by hand (this script's name hides the h2 package from it):
+# A prior-knowledge request by hand, so that the figure is the server's alone (no client library):
 # the preface, empty SETTINGS, then HEADERS on stream 1 with GET, http, / and :authority "bench".
 H2_REQUEST = (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\0\0\0\x04\0\0\0\0\0"
               + b"\0\0\x0a\x01\x05\0\0\0\x01" + b"\x82\x86\x84\x01\x05bench")
@@ -273,7 +273,7 @@ def main(argv=None):
     parser.add_argument("--modes", default="prior,tls")
     parser.add_argument("--h1-duration", type=int, default=5, help="seconds of each wrk run for the HTTP/1.1 figure")
     parser.add_argument("--idle", type=int, default=500, help="idle connections of each protocol (0: skip)")
-    parser.add_argument("--output", default=os.path.join(bench.HERE, "results-h2.md"),
+    parser.add_argument("--output", default=os.path.join(bench.HERE, "results-http2.md"),
                         help="markdown file for the table ('-' for none)")
     args = parser.parse_args(argv)
     if shutil.which("h2load") is None:
