@@ -2,9 +2,12 @@
 small setting, each asserting the defence; a second client is served while each one runs.
 
 Rapid Reset (CVE-2023-44487), CONTINUATION flood (CVE-2024-27316 and kin), HPACK bomb, PING /
-SETTINGS / empty-frame floods from a peer that never reads (CVE-2019-9512/9515/9518), zero-window
-slow read, data dribble and internal buffering (CVE-2019-9511/9517), and a stream reset while its
-handler runs.
+SETTINGS / empty-frame / PRIORITY / refused-stream floods from a peer that never reads
+(CVE-2019-9512/9515/9518/9513/9514), zero-window slow read, data dribble and internal buffering
+(CVE-2019-9511/9517), and a stream reset while its handler runs.
+
+``H2_REFERENCE=hypercorn`` mounts them against hypercorn instead (to check the attacks themselves:
+it lacks several of these defences, and those tests fail there).
 """
 
 import json
@@ -20,8 +23,8 @@ from hyperframe.frame import DataFrame, RstStreamFrame
 
 import h2_frames as h2
 from conftest import Proc
-from h2_frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PING, SETTINGS, WINDOW_UPDATE, Client, raw,
-                       setting)
+from h2_frames import (CONTINUATION, DATA, END_HEADERS, END_STREAM, HEADERS, PING, PRIORITY, SETTINGS, WINDOW_UPDATE,
+                       Client, raw, setting)
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 ENHANCE_YOUR_CALM = 0xB
@@ -325,6 +328,36 @@ def test_empty_frame_flood_is_cut(target, name, unit):
     print("outcome: %s after %d bytes" % (how, sent))  # shown with pytest -rP
     assert how == "closed", (how, sent)
     assert_served(target.address)
+
+
+def test_priority_churn_flood_is_cut(target):
+    """CVE-2019-9513: PRIORITY frames reshuffling idle streams, from a peer that never reads."""
+    churn = b"".join(raw(PRIORITY, 0, 3 + 2 * (i % 50), struct.pack(">IB", 0x80000000 | (2 + 2 * (i % 37)), i % 256))
+                     for i in range(1000))  # odd streams on even ones: never a stream on itself
+    rss_before = status_kb(target.proc.pid)
+    running = Background(lambda: flood(target.address, churn, 16 << 20, 8))
+    assert_served(target.address)
+    how, sent = running.result()
+    print("outcome: %s after %d bytes" % (how, sent))  # shown with pytest -rP
+    assert how == "closed", (how, sent)
+    assert status_kb(target.proc.pid) - rss_before < 16 * 1024
+
+
+def test_refused_stream_flood_is_cut(target):
+    """CVE-2019-9514: every slot held by slow streams, then new streams the server must refuse
+    (RST_STREAM REFUSED_STREAM each), from a peer that never reads."""
+    limit = CONFIG["http2_max_concurrent_streams"]
+    block = request_block(target.address, "/slow?s=5")
+    opening = b"".join(raw(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, block) for i in range(limit))
+    extra = b"".join(raw(HEADERS, END_STREAM | END_HEADERS, 1 + 2 * i, request_block(target.address))
+                     for i in range(limit, limit + 200000))
+    rss_before = status_kb(target.proc.pid)
+    running = Background(lambda: flood(target.address, extra, len(extra), 8, opening))
+    assert_served(target.address)
+    how, sent = running.result()
+    print("outcome: %s after %d of %d bytes" % (how, sent, len(extra)))  # shown with pytest -rP
+    assert how == "closed", (how, sent)
+    assert status_kb(target.proc.pid) - rss_before < 16 * 1024
 
 
 # -- zero-window slow read, data dribble, internal buffering (CVE-2019-9511, -9517) ------------------
