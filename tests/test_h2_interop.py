@@ -110,6 +110,13 @@ def test_curl_prior_knowledge(plain):
     assert out.stdout.decode() == "hello\n2"
 
 
+def test_alpn_h2_with_a_raw_client_verifying_the_certificate(tls, pki):
+    """The raw-socket harness over TLS: ALPN picks h2 (Client asserts it), the certificate verifies."""
+    with h2.Client(("127.0.0.1", tls.port), tls=h2.tls_context(pki["ca"]), server_hostname="localhost") as c:
+        result = c.start().fetch("/echo", extra=[("x-token", "over-tls")])
+    assert result.status == 200 and json.loads(result.body)["x-token"] == "over-tls"
+
+
 def test_curl_without_http2_still_gets_http11_over_tls(tls, pki):
     out = run([need_program("curl"), "-sS", "--http1.1", "--cacert", pki["ca"], "-w", "\\n%{http_version}",
                tls.url + "/echo"])
