@@ -211,113 +211,36 @@ def _(c):
 
 # -- 4.3 / RFC 7541 header compression ------------------------------------------------------
 
-@case("hpack", "indexed-zero", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + b"\x80"))
-    return 1
+def header_block(group, name, expect, before=b"", after=b""):
+    """A case sending one request (stream 1) whose header block has hand-made HPACK ``before`` and ``after`` it."""
+    def build(c):
+        c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, before + plain_block(c) + after))
+        return 1
+    case(group, name, expect)(build)
 
 
-@case("hpack", "indexed-out-of-range", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + hpack_int(70, 7, 0x80)))
-    return 1
-
-
-@case("hpack", "indexed-far-out-of-range", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + hpack_int(2 ** 20, 7, 0x80)))
-    return 1
-
-
-@case("hpack", "literal-name-index-out-of-range", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + hpack_int(99, 4) + b"\x01v"))
-    return 1
-
-
-@case("hpack", "incremental-name-index-out-of-range", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + hpack_int(99, 6, 0x40) + b"\x01v"))
-    return 1
-
-
-@case("hpack", "table-size-update-after-field", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + hpack_int(100, 5, 0x20)))
-    return 1
-
-
-@case("hpack", "table-size-update-over-settings", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, hpack_int(8192, 5, 0x20) + plain_block(c)))
-    return 1
-
-
-@case("hpack", "table-size-update-at-start", response())
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, hpack_int(1024, 5, 0x20) + plain_block(c)))
-    return 1
-
-
-@case("hpack", "two-table-size-updates-at-start", response())
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, hpack_int(0, 5, 0x20) + hpack_int(4096, 5, 0x20) + plain_block(c)))
-    return 1
-
-
-@case("hpack", "huffman-eos-in-string", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + literal("x-h", "", b"\xff\xff\xff\xff")))
-    return 1
-
-
-@case("hpack", "huffman-padding-over-7-bits", conn_error(COMPRESSION_ERROR))
-def _(c):
-    # "a" is 00011 (5 bits); two bytes leave 11 bits of padding
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + literal("x-h", "", b"\x1f\xff")))
-    return 1
-
-
-@case("hpack", "huffman-padding-not-ones", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + literal("x-h", "", b"\x18")))
-    return 1
-
-
-@case("hpack", "huffman-valid", response())
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + literal("x-h", "", b"\x1f")))  # "a"
-    return 1
-
-
-@case("hpack", "string-length-past-block", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + b"\x00\x03x-h" + hpack_int(100, 7) + b"short"))
-    return 1
-
-
-@case("hpack", "name-length-past-block", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + b"\x00" + hpack_int(200, 7) + b"x-h"))
-    return 1
-
-
-@case("hpack", "integer-overflow", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + b"\xff" + b"\xff" * 12 + b"\x01"))
-    return 1
-
-
-@case("hpack", "truncated-integer", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + b"\xff\x80"))
-    return 1
-
-
-@case("hpack", "literal-missing-value", conn_error(COMPRESSION_ERROR))
-def _(c):
-    c.send(raw(HEADERS, END_STREAM | END_HEADERS, 1, plain_block(c) + b"\x00\x03x-h"))
-    return 1
+DECODING_ERROR = conn_error(COMPRESSION_ERROR)  # RFC 9113 4.3: a field block that fails to decode
+for _name, _expect, _before, _after in [
+        ("indexed-zero", DECODING_ERROR, b"", b"\x80"),
+        ("indexed-out-of-range", DECODING_ERROR, b"", hpack_int(70, 7, 0x80)),
+        ("indexed-far-out-of-range", DECODING_ERROR, b"", hpack_int(2 ** 20, 7, 0x80)),
+        ("literal-name-index-out-of-range", DECODING_ERROR, b"", hpack_int(99, 4) + b"\x01v"),
+        ("incremental-name-index-out-of-range", DECODING_ERROR, b"", hpack_int(99, 6, 0x40) + b"\x01v"),
+        ("table-size-update-after-field", DECODING_ERROR, b"", hpack_int(100, 5, 0x20)),
+        ("table-size-update-over-settings", DECODING_ERROR, hpack_int(8192, 5, 0x20), b""),
+        ("table-size-update-at-start", response(), hpack_int(1024, 5, 0x20), b""),
+        ("two-table-size-updates-at-start", response(), hpack_int(0, 5, 0x20) + hpack_int(4096, 5, 0x20), b""),
+        ("huffman-eos-in-string", DECODING_ERROR, b"", literal("x-h", "", b"\xff\xff\xff\xff")),
+        # "a" is 00011 (5 bits): "\x1f" pads it with 3 one bits; two bytes leave 11 bits of padding
+        ("huffman-padding-over-7-bits", DECODING_ERROR, b"", literal("x-h", "", b"\x1f\xff")),
+        ("huffman-padding-not-ones", DECODING_ERROR, b"", literal("x-h", "", b"\x18")),
+        ("huffman-valid", response(), b"", literal("x-h", "", b"\x1f")),
+        ("string-length-past-block", DECODING_ERROR, b"", b"\x00\x03x-h" + hpack_int(100, 7) + b"short"),
+        ("name-length-past-block", DECODING_ERROR, b"", b"\x00" + hpack_int(200, 7) + b"x-h"),
+        ("integer-overflow", DECODING_ERROR, b"", b"\xff" + b"\xff" * 12 + b"\x01"),
+        ("truncated-integer", DECODING_ERROR, b"", b"\xff\x80"),
+        ("literal-missing-value", DECODING_ERROR, b"", b"\x00\x03x-h")]:
+    header_block("hpack", _name, _expect, _before, _after)
 
 
 @case("hpack", "dynamic-table-reference-across-requests", response())
