@@ -313,7 +313,7 @@ def _(c):
 for _name, _expect, _frames in [
         ("data", stream_error(STREAM_CLOSED), lambda c, sid: [raw(DATA, END_STREAM, sid, b"late")]),
         ("headers", conn_error(STREAM_CLOSED, PROTOCOL_ERROR), lambda c, sid: [c.headers(sid, get_fields(c))]),
-        ("continuation", conn_error(PROTOCOL_ERROR),
+        ("continuation", conn_error(PROTOCOL_ERROR, STREAM_CLOSED),  # 6.10, or 5.1 on a closed stream
          lambda c, sid: [raw(CONTINUATION, END_HEADERS, sid, plain_block(c))]),
         ("window-update-ignored", IGNORED, lambda c, sid: [WindowUpdateFrame(sid, window_increment=100)]),
         ("rst-stream-ignored", IGNORED, lambda c, sid: [RstStreamFrame(sid, error_code=0)]),
