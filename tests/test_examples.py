@@ -111,6 +111,16 @@ def test_hello_runs_both_ways(tmp_path, run, script):
         assert requests.get(url + "/elsewhere", timeout=10).status_code == 404
 
 
+def test_hello_over_http2(tmp_path, run):
+    """The same example answers an HTTP/2 client (prior knowledge, as docs/http2.rst shows)."""
+    httpx = pytest.importorskip("httpx")
+    pytest.importorskip("h2")
+    p = run(["hello:handle", "--port", "0"], cwd=copy_examples(tmp_path, "hello.py"))
+    with httpx.Client(http1=False, http2=True, timeout=10) as client:
+        answer = client.get(p.url + "/hello")
+    assert (answer.http_version, answer.status_code, answer.text) == ("HTTP/2", 200, "Hello, 127.0.0.1!\n")
+
+
 def chunks(total, size=65536):
     """A body without a length, so that requests sends it chunked."""
     for start in range(0, total, size):
