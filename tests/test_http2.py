@@ -23,6 +23,7 @@ from gevent.event import Event
 from hyperframe.frame import Frame, GoAwayFrame, SettingsFrame, WindowUpdateFrame
 
 from conftest import need_program, read_response, read_to_end
+from lilush_http import websocket
 from lilush_http.body import streamed_body
 
 
@@ -113,6 +114,9 @@ def app(method, query, args, headers, body, ctx):
         return "%s %s %s" % (headers["host"], ctx["version"], ctx["scheme"]), 200, {}
     elif query == "/raw":
         return None, None, None
+    elif query == "/ws":
+        ws, err = websocket.upgrade(method, headers, ctx)
+        return err, 426, {"content-type": "text/plain"}
     elif query == "/big":
         return b"x" * int(args), 200, {"content-type": "application/octet-stream"}
     return "hello", 200, {"content-type": "text/plain"}
@@ -232,6 +236,18 @@ def test_raw_answer_is_a_500_with_an_error_logged(live_server, client, caplog):
     c.read(lambda: sid in c.ended)
     assert c.status[sid] == 500
     assert any("(None, None, None) on HTTP/2" in r.getMessage() for r in caplog.records)
+
+
+def test_websocket_upgrade_over_http2_answers_nothing_and_says_why(live_server, client, caplog):
+    """No RFC 8441 here: upgrade() returns (None, err) without touching the stream,
+    and the handler's own answer goes out; nothing is logged as an error."""
+    live = live_server(app)
+    c = client(live)
+    sid = c.request("/ws")
+    c.read(lambda: sid in c.ended)
+    assert c.status[sid] == 426
+    assert c.bodies[sid] == websocket.NEEDS_HTTP1.encode()
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]
 
 
 def test_stop_sends_goaway_and_lets_streams_finish(live_server, client):
