@@ -162,3 +162,20 @@ def test_server_is_healthy_after_the_property(live):
     assert requests.get(live.url, timeout=5).text == "plain"
     assert not live.problems, [r.getMessage() for r in live.problems]  # nothing logged at WARNING or above
     assert not live.srv._connections or all(not c.taken_over for c in live.srv._connections)
+
+
+def test_frames_after_the_peers_close_do_not_reset_our_close(live):
+    """A client that sends more after its close frame (a protocol violation) still
+    gets the server's close frame: the server drains before it closes, so neither
+    its answer nor the client's send is destroyed by a TCP reset (seen as a flaky
+    BrokenPipeError in the property above)."""
+    sequence = [(0x8, True, b"", True, 0), (0x0, True, b"ab", True, 0), (0x9, True, b"x", True, 0)]
+    data = b"".join(frame(opcode, payload, fin, masked, rsv) for opcode, fin, payload, masked, rsv in sequence)
+    for _ in range(10):
+        raw = RawClient(live)
+        for start in range(0, len(data), 7):
+            raw.sock.sendall(data[start:start + 7])
+            time.sleep(0.001)
+        event = raw.until(CloseConnection, 5)
+        raw.sock.close()
+        assert event is not None and int(event.code) == 1005

@@ -375,14 +375,11 @@ class WebSocket:
         self._finish()
 
     def _fail(self, code, reason):
-        """A protocol violation or a limit: send the close frame with ``code`` and
-        end, reading (and dropping) what the peer still sends for a moment so
-        the close frame is not lost to a TCP reset."""
+        """A protocol violation or a limit: send the close frame with ``code`` and end."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
         if self._proto.state is ConnectionState.OPEN:
             self._write(self._proto.send(CloseConnection(code=code, reason=reason)))
-        self.conn.linger_on_close()
         self._finish()
 
     def _cut(self):
@@ -390,11 +387,14 @@ class WebSocket:
             self.conn.hang_up()  # the receiver wakes with end of stream
 
     def _finish(self):
-        """The session is over: close the connection and leave the server's sessions."""
+        """The session is over: close the connection and leave the server's sessions.
+        What the peer still sends is read and dropped for a moment first, so that
+        our close frame is not lost to a TCP reset (a peer may send after its close)."""
         if self.closed:
             return
         self.closed = True
         self.close_code = self.close_code or ABNORMAL
+        self.conn.linger_on_close()
         self.conn.close()
         sessions = getattr(self.conn, "sessions", None)
         if sessions is not None:

@@ -461,7 +461,7 @@ class Transport(SocketFace, Receiving, Sending):
         self.close_requested = True
 
     def linger_on_close(self):
-        """After an error reply: drain what the client still sends before closing."""
+        """Before closing (after an error reply, or a WebSocket close): drain what the client still sends."""
         self.linger = True
 
     def hand_over(self, session, take_trailing=True):
