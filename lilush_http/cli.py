@@ -230,7 +230,8 @@ def main(argv=None):
         # Before the handler's module (and its requests, redis, ...) is imported.
         from gevent import monkey
         monkey.patch_all()
-    from . import listeners, server
+    from . import server
+    from .transport import listeners
     from .log import ensure_output
 
     ensure_output(logging.getLogger("lilush_http"))

@@ -12,15 +12,13 @@ import os
 import shutil
 import socket
 import tempfile
-from socket import SHUT_RD
 import traceback
 from bisect import bisect_left
 from time import perf_counter
 
 import gevent
 
-from .connection import RECV_SIZE, Connection
-
+from .tables import check_table, port_problem
 logger = logging.getLogger("lilush_http")
 
 DEFAULTS = {"ip": "127.0.0.1", "port": 9101}
@@ -38,19 +36,14 @@ _made_directory = None  # the PROMETHEUS_MULTIPROC_DIR that prepare_multiprocess
 
 def validate(cfg):
     """The first problem in the ``metrics`` table, naming the key, or None."""
-    if cfg is None:
-        return None
-    if not isinstance(cfg, dict):
-        return "metrics: expected a table {ip, port}, got %r" % (cfg,)
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        return "metrics: unknown key %r (expected ip, port)" % sorted(unknown)[0]
-    merged = dict(DEFAULTS, **cfg)
+    merged, problem = check_table("metrics", cfg, DEFAULTS, "ip, port")
+    if merged is None:
+        return problem
     if not isinstance(merged["ip"], str) or not merged["ip"]:
         return "metrics.ip: expected an address string, got %r" % (merged["ip"],)
-    port = merged["port"]
-    if type(port) is not int or not 0 <= port <= 65535:
-        return "metrics.port: expected an integer from 0 to 65535, got %r" % (port,)
+    problem = port_problem("metrics.port", merged["port"], 0)
+    if problem:
+        return problem
     try:
         import prometheus_client  # noqa: F401
     except ImportError:
@@ -92,39 +85,12 @@ def _count(counts, key, n=1):
     counts[key] = counts.get(key, 0) + n
 
 
-BLOCKING = Connection._blocking
-
-
-class CountingConnection(Connection):
-    """A Connection that counts the bytes it reads: the server makes these only
-    while metrics are on, so the count costs nothing when they are off."""
-
-    __slots__ = ("received",)
-
-    def __init__(self, sock, sni=None, tls=False):
-        super().__init__(sock, sni, tls)
-        self.received = 0  # not yet counted by the Recorder
-
-    def _read_now(self, size=RECV_SIZE):
-        data = Connection._read_now(self, size)
-        if data:
-            self.received += len(data)
-        return data
-
-    def _blocking(self, operation, argument, deadline, timeout_message, phase_started, how=SHUT_RD):
-        # The bytes of a read, None after a send.
-        result = BLOCKING(self, operation, argument, deadline, timeout_message, phase_started, how)
-        if type(result) is bytes:
-            self.received += len(result)
-        return result
-
-
 class Recorder:
     """This process's counts, and the prometheus_client metrics they are folded into."""
 
-    def __init__(self, server):
+    def __init__(self, connections):
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-        self.server = server
+        self.connections = connections  # the server's open transports, whose phases are sampled
         self.registry = registry = CollectorRegistry(auto_describe=True)
         # Counted on the request path, folded by flush().
         self.requests = {}  # (method, status) -> count
@@ -163,7 +129,7 @@ class Recorder:
 
     # -- the request path --------------------------------------------------------
 
-    def request(self, conn, method, status, size, started):
+    def request(self, method, status, size, started):
         """One answered request: ``started`` is its perf_counter time, or None (refused)."""
         key = (method, status)
         try:
@@ -175,14 +141,10 @@ class Recorder:
             self.durations[bisect_left(DURATION_BUCKETS, duration)] += 1
             self.duration_sum += duration
         self.bytes_out += size
-        if type(conn) is CountingConnection:  # not one a direct caller of process_request made
-            self.bytes_in += conn.received
-            conn.received = 0
 
-    def connection_closed(self, conn):
-        """What a connection read after its last counted request."""
-        self.bytes_in += conn.received
-        conn.received = 0
+    def count_received(self, size):
+        """Bytes read from clients (the drivers report them after each request and at the end)."""
+        self.bytes_in += size
 
     # -- folding into prometheus_client -------------------------------------------
 
@@ -243,10 +205,10 @@ class Recorder:
         self.m_websockets_open.set(self.websockets_open)
 
         phases = dict.fromkeys(PHASES, 0)
-        for conn in list(self.server._connections):
+        for conn in list(self.connections):
             phase = getattr(conn, "phase", None)
-            if phase in phases:
-                phases[phase] += 1
+            if phase is not None and phase.value in phases:
+                phases[phase.value] += 1
         for phase, n in phases.items():
             self.m_connections.labels(phase).set(n)
         self.m_in_flight.set(sum(phases[p] for p in IN_FLIGHT_PHASES))

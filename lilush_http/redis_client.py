@@ -7,6 +7,8 @@ Nothing connects at configure time: with Redis down the server starts and
 serves, and a handler using the client gets redis-py's own ConnectionError.
 """
 
+from .tables import check_table, port_problem
+
 DEFAULTS = {"host": "127.0.0.1", "port": 6379, "db": 0, "password": None,
             "unix_socket": None, "timeout": 5, "max_connections": 50,
             "url": None, "sentinels": None, "service_name": None}
@@ -15,19 +17,14 @@ URL_SCHEMES = ("redis://", "rediss://", "unix://")
 
 def validate(cfg):
     """The first problem in the ``redis`` table, naming the key, or None."""
-    if cfg is None:
-        return None
-    if not isinstance(cfg, dict):
-        return "redis: expected a table, got %r" % (cfg,)
-    unknown = set(cfg) - set(DEFAULTS)
-    if unknown:
-        return "redis: unknown key %r (expected %s)" % (sorted(unknown)[0], ", ".join(DEFAULTS))
-    merged = dict(DEFAULTS, **cfg)
+    merged, problem = check_table("redis", cfg, DEFAULTS, ", ".join(DEFAULTS))
+    if merged is None:
+        return problem
+    problem = port_problem("redis.port", merged["port"], 1)
+    if problem:
+        return problem
     if not isinstance(merged["host"], str) or not merged["host"]:
         return "redis.host: expected a host name, got %r" % (merged["host"],)
-    port = merged["port"]
-    if type(port) is not int or not 1 <= port <= 65535:
-        return "redis.port: expected an integer from 1 to 65535, got %r" % (port,)
     if type(merged["db"]) is not int or merged["db"] < 0:
         return "redis.db: expected an integer >= 0, got %r" % (merged["db"],)
     if merged["password"] is not None and not isinstance(merged["password"], str):

@@ -222,9 +222,24 @@ def render_stream_head(status, headers, keep_alive, http10=False, head=False,
     file's length) when known and not compressed; otherwise by chunked
     encoding (HTTP/1.1) or by closing the connection (HTTP/1.0).
     """
+    text, names, keep_alive, coding, length = _stream_head_text(status, headers, keep_alive, accept_encoding,
+                                                                 compression, size)
+    chunked = False
+    if length is None and body_allowed(status):
+        if http10:
+            keep_alive = False  # the end of the body is the end of the connection
+        else:
+            chunked = True
+            text += "Transfer-Encoding: chunked\r\n"
+    head = status_line(status) + _finish(text, names, keep_alive, http10)
+    return head, keep_alive, chunked, coding, length
+
+
+def _stream_head_text(status, headers, keep_alive, accept_encoding, compression, size):
+    """The decisions about a streamed response's head that do not depend on the
+    protocol: (header lines, names, keep_alive, coding, length or None)."""
     status = check_status(status)
     text, names, keep_alive, stated_length = _handler_headers(headers, keep_alive)
-    chunked = False
     coding = length = None
     if body_allowed(status):
         length = stated_length if stated_length is not None else size
@@ -244,15 +259,56 @@ def render_stream_head(status, headers, keep_alive, http10=False, head=False,
             text += "Content-Type: text/html\r\n"
         if length is not None:
             text += "Content-Length: %d\r\n" % length
-        elif http10:
-            keep_alive = False  # the end of the body is the end of the connection
-        else:
-            chunked = True
-            text += "Transfer-Encoding: chunked\r\n"
     elif status == 304:
         text = _not_modified(text, headers, names, compression, accept_encoding)
-    head = status_line(status) + _finish(text, names, keep_alive, http10)
-    return head, keep_alive, chunked, coding, length
+    return text, names, keep_alive, coding, length
+
+
+# -- the same decisions as header fields, for protocols without HTTP/1.1 framing (HTTP/2) --
+
+CONNECTION_SPECIFIC = frozenset(("keep-alive", "upgrade", "proxy-connection", "te"))
+
+
+def neutral_stream_head(status, headers, head=False, accept_encoding=None, compression=None, size=None):
+    """A streamed response's head as (fields, coding, length): ``fields`` a list of
+    (lower-case name, value) with Date, Server, Content-Type, Content-Encoding,
+    Vary and Content-Length when known, without connection-specific fields.
+    Compress the body with compression.StreamEncoder(coding, level) when
+    ``coding``; ``head`` (a HEAD request) changes nothing here: send no body."""
+    text, names, _, coding, length = _stream_head_text(status, headers, True, accept_encoding, compression, size)
+    return _fields(text, names), coding, length
+
+
+def neutral_response(status, headers, content, head=False, accept_encoding=None, compression=None):
+    """A complete response as (status, fields, body): the decisions ``render`` makes,
+    without HTTP/1.1 framing; ``body`` is compressed when a coding applies, and
+    empty for HEAD and for statuses without a body."""
+    status = check_status(status)
+    body = to_bytes(content)
+    fields, coding, length = neutral_stream_head(status, headers, head, accept_encoding, compression, len(body))
+    if coding is not None:
+        body = compression.compress(body, coding)
+    if body_allowed(status):
+        fields = [f for f in fields if f[0] != "content-length"]
+        fields.append(("content-length", str(len(body) if body or length is None or not head else length)))
+    else:
+        body = b""
+    return status, fields, b"" if head else body
+
+
+def _fields(text, names):
+    """Header lines as (lower-case name, value) pairs, Date and Server first."""
+    fields = []
+    if "date" not in names:
+        fields.append(("date", date_header()[6:35]))
+    if "server" not in names:
+        fields.append(("server", SERVER_NAME))
+    for line in text.split("\r\n"):
+        name, sep, value = line.partition(": ")
+        lname = name.lower()
+        if sep and lname not in CONNECTION_SPECIFIC:
+            fields.append((lname, value))
+    return fields
 
 
 def _handler_headers(headers, keep_alive):

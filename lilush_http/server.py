@@ -1,19 +1,16 @@
 """The Lilush ``http.server`` API on gevent: new, configure, serve, process_request.
 
 A ``gevent.server.StreamServer`` with a ``gevent.pool.Pool(connection_limit)``
-hands each accepted socket to a greenlet that loops ``process_request`` for as
-long as the connection is kept alive. Failures are returned Lua-style as
-``(None, "message")``, never raised.
+hands each accepted socket to a greenlet: the accept step (transport/accept.py)
+gives it to its protocol driver (protocols/), whose requests go through the
+exchange (exchange.py) to the handler. Failures are returned Lua-style as
+``(None, "message")``, never raised. See docs/architecture.rst.
 """
 
-import io
 import logging
-import os
 import socket
-import stat as statmodule
 import threading
 import time
-import traceback
 import weakref
 
 import gevent
@@ -23,28 +20,21 @@ from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import config as configuration
-from . import forwarding, listeners, metrics, redis_client, tls, websocket
-from .access import AccessLog, access_logger
-from .body import BodyReader, BodyReadError
-from .admission import Admission
-from .compression import Policy, StreamEncoder
-from .connection import Connection, ConnectionEnded, StreamFailed, shutdown
-from .deadlines import Deadlines
-from .log import ACCESS, LEVELS, Logger, ensure_output, use_error_log
-from .request import HTTPError, Limits
-from .response import ResponseError, body_allowed, error_response, render, render_stream_head
-from .static import FileRange
+from . import metrics, redis_client, websocket
+from .access import AccessLog
+from .log import LEVELS, Logger, ensure_output, use_error_log
+from .protocols import http1
+from .settings import freeze
+from .transport import listeners, tls
+from .transport.accept import ALPN, Acceptor
+from .transport.admission import Admission
+from .transport.connection import Transport, shutdown
+from .transport.deadlines import Deadlines
 
 logger = logging.getLogger("lilush_http")
 
-FIXED_CONTENT = (str, bytes, bytearray, memoryview)
-# What a handler may raise that becomes a 500: also sys.exit() and a stray
-# GeneratorExit, which must not end the serving loop (GreenletExit, the kill of
-# a connection on shutdown, is not caught).
-HANDLER_FAULTS = (Exception, SystemExit, GeneratorExit)
 # The OS thread's id even when monkeypatching made get_ident() per greenlet.
 thread_id = get_original("_thread", "get_ident")
-FILE_BLOCK = 256 * 1024
 DRAIN_IDLE = 1.0  # draining for a reload: seconds an idle keep-alive client gets to send one more request
 
 
@@ -65,18 +55,15 @@ def new(config=None, handle=None):
 
 
 class Server:
-    """An HTTP/1.1 server; ``cfg`` is the merged config, the same dict handlers see as ctx["cfg"]."""
+    """An HTTP/1.1 server; ``cfg`` is the merged config, the same dict handlers see as
+    ctx["cfg"]; ``settings`` what the last configure froze (settings.py)."""
 
     def __init__(self, handle):
         self.handle = handle
-        self._stream_body = getattr(handle, "stream_body", False)  # body.streamed_body opted in
         self.cfg = configuration.defaults()
         self.logger = Logger(logger)
         self.redis = None
-        self._limits = Limits.from_config(self.cfg)
-        self._compression = Policy(self.cfg["compression"])
-        self._trusted = forwarding.TrustedProxies(self.cfg["trusted_proxies"])
-        self._certificates = None  # tls.Certificates when ssl is configured
+        self.settings = freeze(self.cfg, handle, None, AccessLog.build(self.cfg)[0], None, None, self.logger)
         self._server = None
         self._listener = None
         self._listening = None  # the listeners.Listener while serving (its name for the start line)
@@ -85,16 +72,14 @@ class Server:
         self._connections = set()
         self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
         self._admission = Admission(self._connections, self.cfg)
-        self._stopping = False
+        self.stopping = False  # drivers finish the current request and end
         self._stopped = None
-        self._loop_thread = None
-        self._stop_async = None  # wakes the serving thread's hub when stop() comes from elsewhere
-        self._stop_request = None  # (timeout, threading.Event) of such a stop()
-        self._metrics = None  # metrics.Recorder of this process while serving with metrics on
+        self._remote_stop = None  # a RemoteStop while serving: stop() from another thread
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
-        self._access = AccessLog.build(self.cfg)[0]
+        self._acceptor = Acceptor(self, self._connections, self._handshaking, self._admission,
+                                  self._deadlines, self._websockets)
         self._supervisor = None  # a supervisor.Supervisor while serve() runs workers
         ensure_output(logger)
 
@@ -114,7 +99,7 @@ class Server:
         err = configuration.validate(merged)
         if err:
             return None, err
-        certificates, err = tls.build(merged["ssl"])
+        certificates, err = tls.build(merged["ssl"], ALPN)
         if err:
             return None, err
         if merged["redis"] != self.cfg["redis"]:  # a new pool only when the settings change
@@ -128,17 +113,27 @@ class Server:
         _, err = use_error_log(logger, merged["error_log"])
         if err:
             return None, err
-        self._access = access
-        # New connections use the new certificates; open ones keep theirs.
-        self._certificates = certificates
         self.cfg.clear()
         self.cfg.update(merged)
-        self._limits = Limits.from_config(self.cfg)
-        self._compression = Policy(self.cfg["compression"])
-        self._trusted = forwarding.TrustedProxies(self.cfg["trusted_proxies"])
-        self._deadlines.tick = Deadlines.tick_for(self.cfg)
+        # New connections use the new certificates; open ones keep theirs.
+        self.settings = freeze(self.cfg, self.handle, certificates, access, self.settings.recorder, self.redis,
+                               self.logger)
+        self._deadlines.retune(self.cfg)
         logger.setLevel(LEVELS[self.cfg["log_level"]])
         return True, None
+
+    # -- what drivers and the supervisor see ---------------------------------------
+
+    @property
+    def exposition(self):
+        """The metrics listener (metrics.Exposition) bound by serve(), or None."""
+        return self._exposition
+
+    def close_exposition(self):
+        """In a forked worker: close the supervisor's metrics listener copy."""
+        if self._exposition is not None:
+            self._exposition.close()
+            self._exposition = None
 
     # -- serving -----------------------------------------------------------------
 
@@ -155,36 +150,33 @@ class Server:
         """Bind, listen and serve until ``stop``; returns ``(None, None)`` then, or ``(None, err)``.
 
         With ``workers`` above 1, or an ``app`` (the CLI's: what workers import
-        and SIGHUP reloads, see supervisor.py), this process becomes a supervisor
-        that forks the workers sharing the socket; otherwise it serves itself.
+        and SIGHUP reloads, see process/supervisor.py), this process becomes a
+        supervisor that forks the workers sharing the socket; otherwise it serves itself.
         """
         cfg = self.cfg
         listening, err = listeners.listen(cfg)
         if err:
             return None, err
-        listener = listening.sock
         if cfg["metrics"] is not None:  # bound before any fork, so a busy port is this call's error
             self._exposition, err = metrics.listen(cfg["metrics"])
             if err:
                 listening.close()
                 return None, err
         self._listening = listening
-        self._begin(listener)
+        self._begin(listening.sock)
         try:
             if app is not None or cfg["workers"] > 1:
-                from .supervisor import Supervisor
+                from .process.supervisor import Supervisor
                 self._supervisor = Supervisor(self, app)
-                err = self._supervisor.run(listener)
+                err = self._supervisor.run(listening.sock)
             else:
-                self._serve_on(listener)
+                self._serve_on(listening.sock)
         finally:
             self._supervisor = None
             self._end()
             listening.close()
             self._listening = None
-            if self._exposition is not None:
-                self._exposition.close()
-                self._exposition = None
+            self.close_exposition()
         return None, err
 
     def serve_worker(self, listener, ready):
@@ -200,44 +192,41 @@ class Server:
     def log_serving(self, workers=None):
         """The start line (the CLI's tests and users wait for it)."""
         logger.info("lilush_http serving on %s://%s (connection_limit %d%s)",
-                    "https" if self._certificates else "http", self._listening.name,
+                    "https" if self.settings.certificates else "http", self._listening.name,
                     self.cfg["connection_limit"], ", %d workers" % workers if workers and workers > 1 else "")
 
     def _begin(self, listener):
         self._listener = listener
-        self._stopping = False
+        self.stopping = False
         self._stopped = Event()
-        self._loop_thread = thread_id()
-        self._stop_async = gevent.get_hub().loop.async_()
-        self._stop_async.start(lambda: gevent.spawn(self.stop, *self._stop_request[0]))
+        self._remote_stop = RemoteStop(self.stop)
 
     def _end(self):
-        self._stop_async.stop()
-        self._stop_async.close()
-        self._stop_async = None
+        self._remote_stop.close()
         self._listener = None
-        if self._stop_request is not None:  # a supervisor's stop() from another thread
-            self._stop_request[1].set()
-            self._stop_request = None
 
     def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
-        self._pool = self._websockets.pool = Pool(self.cfg["connection_limit"])
-        self._server = StreamServer(listener, self._serve_connection, spawn=self._pool)
+        self._pool = Pool(self.cfg["connection_limit"])
+        self._websockets.use_pool(self._pool)
+        self._acceptor.open(self._pool, listener)
+        self._server = StreamServer(listener, self._acceptor.serve, spawn=self._pool)
+        recorder = None
         if self.cfg["metrics"] is not None:
-            self._metrics = metrics.Recorder(self)
-            self._metrics.start()
+            recorder = metrics.Recorder(self._connections)
+            recorder.start()
+            self.settings = self.settings.replace(recorder=recorder)
             if self._exposition is not None:  # serving in this process: its metrics are the sum
-                self._exposition.start(self._metrics)
+                self._exposition.start(recorder)
         self._server.start()
         if ready is None:
             self.log_serving()
         else:
             ready()
         self._stopped.wait()
-        if self._metrics is not None:
-            self._metrics.stop()
-            self._metrics = None
+        if recorder is not None:
+            recorder.stop()
+            self.settings = self.settings.replace(recorder=None)
 
     def stop(self, timeout=5, idle_grace=0):
         """Stop accepting, close idle keep-alive connections, let requests in flight
@@ -248,27 +237,31 @@ class Server:
         idle that long, so a client sending its next request just now is answered."""
         if self._listener is None:
             return
-        if self._loop_thread != thread_id():
-            done = threading.Event()
-            self._stop_request = ((timeout, idle_grace), done)
-            self._stop_async.send()
-            done.wait(timeout + 5)
+        if self._remote_stop.elsewhere():
+            self._remote_stop.request(timeout, idle_grace)
             return
-        if self._stopping:
+        if self.stopping:
             return
-        self._stopping = True
-        server = self._server
+        self.stopping = True
         if self._supervisor is not None:  # it sends the workers SIGTERM and collects them
             self._supervisor.wake()
             return
-        if server is None:
+        if self._server is None:
             return
-        server.close()
+        self._server.close()
         self._admission.stop()
         for fd in list(self._handshaking):
             shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._websockets.close_all()  # 1001 Going Away
-        deadline = time.monotonic() + timeout
+        self._wind_down(time.monotonic() + timeout, idle_grace)
+        self._server = None
+        logger.info("lilush_http stopped")
+        self._stopped.set()
+        self._remote_stop.done()
+
+    def _wind_down(self, deadline, idle_grace):
+        """Close idle connections (idle ``idle_grace`` seconds) until every connection
+        ended or ``deadline`` passed; then end sessions and whatever is left."""
         while True:
             now = time.monotonic()
             for conn in list(self._connections):
@@ -279,104 +272,10 @@ class Server:
         self._websockets.join(max(1.0, deadline - time.monotonic()))
         self._pool.kill(block=True, timeout=1)
         self._deadlines.stop()
-        self._server = None
-        logger.info("lilush_http stopped")
-        self._stopped.set()
-        if self._stop_request is not None:
-            self._stop_request[1].set()
-            self._stop_request = None
 
     def drain(self):
         """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds."""
         self.stop(idle_grace=DRAIN_IDLE)
-
-    def _serve_connection(self, sock, address):
-        """One connection's greenlet: loop process_request, then close the socket."""
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
-        self._admission.start(self._pool, self._listener, sock)
-        client_ip = address[0] if isinstance(address, tuple) else forwarding.UNIX_PEER
-        if self.cfg["proxy_protocol"]:
-            client_ip = self._read_proxy_header(sock, client_ip)
-            if client_ip is None:
-                sock.close()
-                return
-        certificates = self._certificates
-        sni = None
-        if certificates is not None:
-            fd = sock.fileno()  # the TLS socket takes the descriptor over
-            self._handshaking.add(fd)
-            try:
-                sock, sni = certificates.handshake(sock, self.cfg["tls_handshake_timeout"])
-            except tls.HandshakeFailed as exc:
-                logger.debug("connection from %s: %s", client_ip, exc)
-                metrics.record_tls_handshake_failure()
-                sock.close()
-                return
-            finally:
-                self._handshaking.discard(fd)
-        conn = (Connection if self._metrics is None else metrics.CountingConnection)(
-            sock, sni, certificates is not None)
-        conn.sessions = self._websockets
-        conn.client_ip = client_ip
-        if not self._admission.admit(conn):
-            conn.linger = True
-            self._send_quietly(conn, error_response(503, "too many connections from %s" % client_ip))
-            conn.close()
-            return
-        self._connections.add(conn)
-        self._deadlines.start()
-        limit = self.cfg["requests_per_connection"]
-        count = 0
-        try:
-            while count < limit:
-                count += 1
-                state, err = self.process_request(conn, client_ip, count, self.redis)
-                if state != "keep-alive":
-                    if err and err != "closed":
-                        logger.debug("connection from %s ended: %s", client_ip, err)
-                    break
-                if self._stopping:
-                    break
-        except Exception:
-            logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
-        finally:
-            self._connections.discard(conn)
-            self._admission.leave(conn)
-            if self._metrics is not None:
-                self._metrics.connection_closed(conn)
-            conn.close()
-
-    def _read_proxy_header(self, sock, peer):
-        """The client address of the PROXY protocol header (v1 or v2) that must
-        open a connection from a trusted proxy, read under the header deadline
-        and no further than the header; None when it is missing or malformed."""
-        if not self._trusted[peer]:
-            logger.debug("connection from %s: not a trusted proxy, no PROXY header accepted", peer)
-            return None
-        deadline = time.monotonic() + self.cfg["request_header_timeout"]
-        data = b""
-        try:
-            while True:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise forwarding.ProxyHeaderError("no complete PROXY header in time")
-                sock.settimeout(remaining)
-                peeked = sock.recv(forwarding.proxy_header_wanted(data) - len(data), socket.MSG_PEEK)
-                if not peeked:
-                    raise forwarding.ProxyHeaderError("closed before the PROXY header ended")
-                header = forwarding.parse_proxy_header(data + peeked)
-                if header is not None:
-                    size = header.size - len(data)
-                    while size > 0:  # take exactly the header; what follows is HTTP or TLS
-                        size -= len(sock.recv(size))
-                    return header.source or peer
-                data += sock.recv(len(peeked))  # all of it is header: consume, then wait for more
-        except (forwarding.ProxyHeaderError, OSError) as exc:
-            logger.debug("connection from %s: %s", peer, exc)
-            return None
 
     # -- one request ---------------------------------------------------------------
 
@@ -388,212 +287,45 @@ class Server:
         timeout", "request body timeout", "response send timeout", or what was
         wrong with the request (after answering it with a 4xx/5xx).
         """
-        conn = client if isinstance(client, Connection) else self._connection_for(client)
-        cfg = self.cfg
-        limits = self._limits
-        request = None
-        try:
-            request = conn.read_head(cfg["keepalive_idle_timeout"], cfg["request_header_timeout"], limits)
-            started = time.perf_counter()
-            body = ((BodyReader(conn, request, cfg["request_body_timeout"], limits) if self._stream_body
-                     else conn.read_body(request, cfg["request_body_timeout"], limits))
-                    if request.content_length is not None or request.chunked else None)
-        except HTTPError as exc:
-            return self._refuse(conn, client_ip, request, exc.status, exc.message)
-        except ConnectionEnded as exc:
-            if exc.phase_started and exc.message.endswith("timeout"):
-                self._send_quietly(conn, error_response(408, exc.message))
-            return None, exc.message
+        conn = client if isinstance(client, Transport) else self._connection_for(client, client_ip)
+        stream = http1.Http1Stream(conn, self, client_ip, client is conn)
+        return http1.turn(stream, self.settings, count, redis_module)
 
-        headers = request.headers
-        forwarded_real_ip = headers.get("x-real-ip")
-        headers["x-client-ip"] = client_ip
-        real_ip = client_ip
-        scheme = "https" if conn.tls else "http"
-        trusted = self._trusted[client_ip]
-        if trusted:  # a proxy (or a client on a trusted address): believe what it forwards
-            if forwarded_real_ip is not None or "x-forwarded-for" in headers or "forwarded" in headers:
-                real_ip = forwarding.client_address(headers, client_ip, self._trusted)
-            if "x-forwarded-proto" in headers:
-                scheme = forwarding.forwarded_scheme(headers, scheme)
-        headers["x-real-ip"] = real_ip
-        method = request.method
-        ctx = {"logger": self.logger, "client": conn, "cfg": cfg, "client_ip": real_ip,
-               "redis": redis_module, "count": count, "sni": conn.sni, "version": request.version,
-               "scheme": scheme}
-        keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
-        size = None  # bytes sent, once a response has gone out
-        try:
-            result = self.handle(method, request.query, request.args, headers, body, ctx)
-            if conn.upgraded is not None:
-                return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, False)
-            keep_alive = keep_alive and not (self._stopping or conn.close_requested)
-            if type(result) is tuple and len(result) == 3:
-                content, status, response_headers = result
-            elif type(result) is tuple and 1 <= len(result) <= 2:
-                content, status, response_headers = result + (None,) * (3 - len(result))
-            else:
-                raise ResponseError("handler returned %r; expected a tuple (content, status, headers)"
-                                    % (type(result).__name__ if result is not None else None,))
-            if content is None and status is None and response_headers is None:
-                if conn.closed or conn.sock.fileno() < 0:  # the handler closed the socket
-                    return None, "closed"
-                return "keep-alive", None  # the handler answered on the socket itself
-            if status is None:
-                status = 200
-            elif type(status) is int and 100 <= status < 200:
-                keep_alive = False  # after an informational final answer, HTTP cannot go on
-            if type(body) is BodyReader:
-                streamed = not (content is None or isinstance(content, FIXED_CONTENT))
-                keep_alive = body.before_response(keep_alive, streamed)
-            if content is None or isinstance(content, FIXED_CONTENT):
-                data, keep_alive = render(status, response_headers, content, keep_alive,
-                                          request.version == "HTTP/1.0", method == "HEAD",
-                                          headers.get("accept-encoding"), self._compression)
-            else:
-                data = None
-                size, keep_alive = self._send_streamed(conn, request, content, status,
-                                                       response_headers, keep_alive)
-        except ConnectionEnded as exc:
-            if conn.upgraded is not None:
-                return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, True)
-            return None, exc.message
-        except StreamFailed as exc:
-            logger.error("%s %s: %s", method, request.query, exc.message)
-            if exc.started:  # too late for a 500: end the connection, the client sees the truncation
-                return None, exc.message
-            status, data, keep_alive = self._server_error(keep_alive, request)
-        except ResponseError as exc:
-            logger.error("%s %s: %s", method, request.query, exc)
-            status, data, keep_alive = self._server_error(keep_alive, request)
-        except BodyReadError:
-            data = None  # answered below
-        except HANDLER_FAULTS:
-            logger.error("handler failed on %s %s:\n%s", method, request.query, traceback.format_exc())
-            if conn.upgraded is not None:
-                return self._end_session(conn, request, real_ip, started, forwarded_real_ip, trusted, True)
-            status, data, keep_alive = self._server_error(keep_alive, request)
-
-        if type(body) is BodyReader and body.error is not None and size is None:
-            # The body broke its limit or its framing, or the client left: no response made then holds.
-            if body.error.status is None:
-                return None, body.error.message
-            return self._refuse(conn, client_ip, request, body.error.status, body.error.message)
-        if data is not None:
-            try:
-                conn.send_response(data, cfg["response_send_timeout"], keep_alive and client is conn)
-            except ConnectionEnded as exc:
-                return None, exc.message
-            size = len(data)
-        if type(body) is BodyReader and not body.done:
-            keep_alive = keep_alive and body.drain()
-            conn.linger = not keep_alive  # closing: drain (bounded) so the response is not reset away
-        if access_logger.isEnabledFor(ACCESS):
-            self._access.log(request, real_ip, status, size, started, forwarded_real_ip, trusted=trusted)
-        if self._metrics is not None:
-            self._metrics.request(conn, method, status, size, started)
-        return ("keep-alive" if keep_alive else "close"), None
-
-    def _send_streamed(self, conn, request, content, status, response_headers, keep_alive):
-        """Send an iterable or file body as it is produced: (bytes sent, keep_alive).
-
-        Files of known size go out with sendfile when nothing needs encoding;
-        everything else is chunked (HTTP/1.1) or closed-delimited (HTTP/1.0).
-        ``content.close()`` is called in every case, also when the client left.
-        """
-        try:
-            size = None
-            if hasattr(content, "read"):
-                size = content.length if type(content) is FileRange else _file_size(content)
-                chunks = _read_blocks(content)
-            else:
-                try:
-                    chunks = iter(content)
-                except TypeError:
-                    raise ResponseError("handler returned content of type %s; expected str, bytes, "
-                                        "None, an iterable or a file" % type(content).__name__) from None
-            timeout = self.cfg["response_send_timeout"]
-            head_only = request.method == "HEAD"
-            head, keep_alive, chunked, coding, length = render_stream_head(
-                status, response_headers, keep_alive, request.version == "HTTP/1.0", head_only,
-                request.headers.get("accept-encoding"), self._compression, size)
-            if head_only or not body_allowed(status):
-                conn.sendall(head, timeout)
-                return len(head), keep_alive
-            if size is not None and length == size and coding is None and not conn.tls:
-                return conn.send_file(head, content, size, timeout), keep_alive
-            encoder = StreamEncoder(coding, self._compression.level) if coding else None
-            return conn.send_stream(head, chunks, chunked, length, encoder, timeout), keep_alive
-        finally:
-            close = getattr(content, "close", None)
-            if close is not None:
-                try:
-                    close()
-                except Exception:
-                    logger.error("closing the response body failed:\n%s", traceback.format_exc())
-
-    def _end_session(self, conn, request, client_ip, started, forwarded_real_ip, trusted, failed):
-        """The handler of an upgraded connection returned (or raised: ``failed``): close
-        the session, log it (status 101, bytes sent, the session's duration), end the connection."""
-        session = conn.upgraded
-        session.end(failed)
-        if access_logger.isEnabledFor(ACCESS):
-            self._access.log(request, client_ip, 101, session.bytes_sent, started, forwarded_real_ip, trusted=trusted)
-        return None, "upgraded"
-
-    def _server_error(self, keep_alive, request):
-        data, keep_alive = render(500, {"content-type": "text/plain; charset=utf-8"},
-                                  "500 Internal Server Error\n", keep_alive,
-                                  request.version == "HTTP/1.0", request.method == "HEAD")
-        return 500, data, keep_alive
-
-    def _refuse(self, conn, client_ip, request, status, message):
-        """Answer a request that cannot be served, then end the connection."""
-        head = request is not None and request.method == "HEAD"
-        data = error_response(status, message, head)
-        conn.linger = True
-        self._send_quietly(conn, data)
-        logger.debug("refused request from %s: %d %s", client_ip, status, message)
-        if request is not None and not self._trusted[client_ip]:
-            request.headers["x-real-ip"] = client_ip  # what the client claims stays out of the log
-        if access_logger.isEnabledFor(ACCESS):
-            self._access.log(request, client_ip, status, len(data), None, None, conn.refused_head)
-        if self._metrics is not None:
-            self._metrics.request(conn, request.method if request is not None else "-", status, len(data), None)
-        return None, message
-
-    def _send_quietly(self, conn, data):
-        try:
-            conn.sendall(data, 1.0)
-        except ConnectionEnded:
-            pass
-
-    def _connection_for(self, sock):
-        """The Connection (with its buffer) for a socket passed in by a direct caller."""
+    def _connection_for(self, sock, client_ip):
+        """The Transport (with its buffer) for a socket passed in by a direct caller."""
         conn = self._direct.get(sock)
         if conn is None:
-            conn = self._direct[sock] = Connection(sock)
+            conn = self._direct[sock] = Transport(sock, client_ip=client_ip, sessions=None)
         self._deadlines.start()
         return conn
 
 
-def _file_size(f):
-    """Bytes left from the position of a plain file object (whose fileno() holds
-    what read() returns, unlike e.g. gzip.open's), or None."""
-    if not isinstance(f, (io.FileIO, io.BufferedReader)):
-        return None
-    try:
-        stat = os.fstat(f.fileno())
-        if not statmodule.S_ISREG(stat.st_mode):
-            return None
-        return max(0, stat.st_size - f.tell())
-    except (AttributeError, OSError, ValueError, io.UnsupportedOperation):
-        return None
+class RemoteStop:
+    """stop() called from another thread than the serving one: the call is handed
+    to the serving thread's hub, and the caller waits until it is done."""
 
+    def __init__(self, stop):
+        self.thread = thread_id()
+        self.waiting = None  # (arguments, threading.Event) of the stop asked for
+        self.wakeup = gevent.get_hub().loop.async_()
+        self.wakeup.start(lambda: gevent.spawn(stop, *self.waiting[0]))
 
-def _read_blocks(f):
-    while True:
-        block = f.read(FILE_BLOCK)
-        if not block:
-            return
-        yield block
+    def elsewhere(self):
+        return self.thread != thread_id()
+
+    def request(self, timeout, idle_grace):
+        done = threading.Event()
+        self.waiting = ((timeout, idle_grace), done)
+        self.wakeup.send()
+        done.wait(timeout + 5)
+
+    def done(self):
+        """The stop finished (or serving ended): release a waiting caller."""
+        if self.waiting is not None:
+            self.waiting[1].set()
+            self.waiting = None
+
+    def close(self):
+        self.wakeup.stop()
+        self.wakeup.close()
+        self.done()

@@ -23,6 +23,7 @@ from email.utils import formatdate, parsedate_to_datetime
 from urllib.parse import quote, unquote
 
 from .compression import parse_accept_encoding
+from .transport.connection import BLOCK_SIZE
 
 TEXT = {"content-type": "text/plain; charset=utf-8"}
 # Types the platform's mimetypes table may lack or get wrong (RFC 9239 for JavaScript).
@@ -151,8 +152,6 @@ class FileRange:
 class MultipartRanges:
     """The ``multipart/byteranges`` body of several ranges, read in bounded blocks."""
 
-    BLOCK = 256 * 1024
-
     def __init__(self, fd, parts, closing):
         self.fd = fd
         self.parts = parts  # [(part header bytes, start, stop)]
@@ -162,7 +161,7 @@ class MultipartRanges:
         for header, start, stop in self.parts:
             yield header
             while start < stop:
-                data = os.pread(self.fd, min(self.BLOCK, stop - start), start)
+                data = os.pread(self.fd, min(BLOCK_SIZE, stop - start), start)
                 if not data:
                     return  # the file shrank: the server sees the short body and ends the connection
                 start += len(data)

@@ -11,7 +11,7 @@ import sys
 from urllib.parse import unquote_to_bytes
 
 from . import websocket
-from .body import BodyReader, streamed_body
+from .body import streamed_body
 
 # Headers the server sets itself; WSGI sees the client's view of the request.
 _SKIP = frozenset(("content-type", "content-length"))
@@ -71,7 +71,7 @@ def environ_for(method, query, args, headers, body, ctx):
         "REMOTE_ADDR": ctx["client_ip"],
         "wsgi.version": (1, 0),
         "wsgi.url_scheme": ctx.get("scheme") or ("https" if getattr(client, "tls", False) else "http"),
-        "wsgi.input": body if type(body) is BodyReader else io.BytesIO(body or b""),
+        "wsgi.input": io.BytesIO(body or b"") if body is None or isinstance(body, bytes) else body,
         "wsgi.input_terminated": True,  # reading to b"" is safe: the input ends where the body does
         "wsgi.errors": sys.stderr,
         "wsgi.multithread": False,
@@ -81,7 +81,7 @@ def environ_for(method, query, args, headers, body, ctx):
     if "content-type" in headers:
         environ["CONTENT_TYPE"] = _latin1(headers["content-type"])
     if body is not None:
-        length = body.length if type(body) is BodyReader else len(body)
+        length = len(body) if isinstance(body, bytes) else body.length
         if length is not None:  # a chunked body has none
             environ["CONTENT_LENGTH"] = str(length)
     for name, value in headers.items():
@@ -108,7 +108,7 @@ def to_handle(app):
         if "upgrade" in headers:
             _offer_websocket(environ, method, headers, ctx)
         result = app(environ, response.start_response)
-        if getattr(ctx["client"], "upgraded", None) is not None:  # the connection speaks WebSocket now
+        if getattr(ctx["client"], "taken_over", None) is not None:  # the connection speaks WebSocket now
             _close(result)
             return None, None, None
         if isinstance(result, list):

@@ -174,7 +174,7 @@ def test_overload_script_behind_nginx_no_errors():
     out = subprocess.run([sys.executable, "bench/overload.py", "--close-runs", "1", "--requests", "1000",
                           "--concurrency", "40", "--nginx-requests", "2000", "--nginx-concurrency", "40",
                           "--nginx-keepalive", "32", "--config", '{"connection_limit": 8}'],
-                         cwd=ROOT, capture_output=True, text=True, timeout=150)
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines()
             if line.startswith("| ab ") or line.startswith("| nginx ")]
@@ -192,7 +192,7 @@ def test_slowclients_script_with_slowhttptest():
     need_program("slowhttptest")
     out = subprocess.run([sys.executable, "bench/slowclients.py", "--connections", "60", "--rate", "30",
                           "--duration", "4", "--config", '{"connection_limit": 16}'],
-                         cwd=ROOT, capture_output=True, text=True, timeout=150)
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stdout + out.stderr
     rows = [line for line in out.stdout.splitlines() if line.startswith("| slow")]
     assert len(rows) == 4, out.stdout

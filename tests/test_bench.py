@@ -52,7 +52,7 @@ def test_bigfiles_script_reports_rss_and_checks_bytes():
 def test_fuzz_script_runs_clean():
     """A few hundred mutants of bench/fuzz.py: no failure, no framing disagreement with h11."""
     out = subprocess.run([sys.executable, "bench/fuzz.py", "--count", "300", "--workers", "4", "--seed", "7"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=180)
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert "fuzz: 300 mutated requests" in out.stdout
     assert "0 framing disagreements" in out.stdout and "fuzz: OK" in out.stdout

@@ -115,3 +115,50 @@ def test_reused_header_block_gives_the_same_bytes():
     assert keep is False and closed.endswith(b"Connection: close\r\n\r\nhello")
     head, _ = render(200, {"content-type": "text/plain", "x-a": "1"}, b"hello", True, False, True, None, policy)
     assert head.endswith(b"Content-Length: 5\r\n\r\n")
+
+
+def _h1_fields(data):
+    head = data.partition(b"\r\n\r\n")[0].decode().split("\r\n")[1:]
+    return [(n.lower(), v) for n, _, v in (line.partition(": ") for line in head)
+            if n.lower() not in ("connection", "transfer-encoding", "keep-alive")]
+
+
+NEUTRAL_CASES = [
+    (200, {}, "hi", False, None),
+    (200, {"Content-Type": "text/plain", "ETag": '"v1"', "Connection": "close"}, "x" * 5000, False, "gzip"),
+    (200, {"content-type": "image/png", "keep-alive": "timeout=5"}, b"\x89PNG", False, "gzip"),
+    (204, {"x-a": "1"}, None, False, None),
+    (304, {"content-type": "text/html", "etag": '"e"'}, None, False, "gzip"),
+    (200, {"content-type": "text/html"}, "y" * 6000, True, "gzip"),
+    (404, {"set-cookie": ["a=1", "b=2"]}, "nope", False, None),
+]
+
+
+@pytest.mark.parametrize("status, headers, content, head, accept_encoding", NEUTRAL_CASES)
+def test_neutral_response_makes_the_decisions_render_makes(status, headers, content, head, accept_encoding):
+    """HTTP/2 gets the same fields HTTP/1.1 sends, minus HTTP/1.1 framing."""
+    from lilush_http.compression import Policy
+    from lilush_http.config import defaults
+    from lilush_http.response import neutral_response
+    policy = Policy(defaults()["compression"])
+    data, _ = render(status, headers, content, True, False, head, accept_encoding, policy)
+    got_status, fields, body = neutral_response(status, headers, content, head, accept_encoding, policy)
+    assert got_status == status
+    assert fields == _h1_fields(data)
+    assert body == data.partition(b"\r\n\r\n")[2]
+    assert not {"connection", "keep-alive", "transfer-encoding"} & {name for name, _ in fields}
+
+
+def test_neutral_stream_head_leaves_framing_out():
+    from lilush_http.compression import Policy
+    from lilush_http.config import defaults
+    from lilush_http.response import neutral_stream_head, render_stream_head
+    policy = Policy(defaults()["compression"])
+    head, _, chunked, coding, length = render_stream_head(200, {"content-type": "text/plain"}, True, False, False,
+                                                          "gzip", policy, None)
+    fields, coding2, length2 = neutral_stream_head(200, {"content-type": "text/plain"}, False, "gzip", policy, None)
+    assert chunked and (coding, length) == (coding2, length2) == ("gzip", None)
+    assert fields == _h1_fields(head)
+    fields, coding, length = neutral_stream_head(206, {"content-length": "10", "content-type": "text/plain"},
+                                                 False, "gzip", policy, 100)
+    assert coding is None and length == 10 and ("content-length", "10") in fields

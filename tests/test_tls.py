@@ -577,14 +577,14 @@ def test_certificate_chain_file_is_sent_whole(live_server, pki):
 def test_good_config_builds_contexts(pki):
     srv, err = server.new({"ssl": pki.ssl, "port": 0})
     assert err is None and srv is not None
-    certificates = srv._certificates
+    certificates = srv.settings.certificates
     assert certificates.context_for("ALPHA.test") is certificates.hosts["alpha.test"]
     assert certificates.context_for("a.beta.test") is certificates.wildcards[".beta.test"]
     assert certificates.context_for("a.b.beta.test") is certificates.default
     assert certificates.context_for(None) is certificates.default
     assert certificates.default.minimum_version == ssl.TLSVersion.TLSv1_2
     srv, err = server.new({"port": 0})
-    assert err is None and srv._certificates is None
+    assert err is None and srv.settings.certificates is None
 
 
 # -- certificate rotation ---------------------------------------------------------------------
@@ -878,7 +878,7 @@ class _SlowSend:
 
 def test_stop_from_another_thread_survives_a_fast_server(live_server):
     live = live_server()
-    live.srv._stop_async = _SlowSend(live.srv._stop_async)
+    live.srv._remote_stop.wakeup = _SlowSend(live.srv._remote_stop.wakeup)
     live.srv.stop(2)  # raises TypeError before the fix
     live.thread.join(3)
     assert not live.thread.is_alive()

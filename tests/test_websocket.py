@@ -404,7 +404,7 @@ def node_ws(tmp_path_factory):
     npm = need_program("npm")
     root = tmp_path_factory.mktemp("node_ws")
     out = subprocess.run([npm, "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(root), "ws@8"],
-                         capture_output=True, text=True, timeout=180)
+                         capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stderr
     (root / "client.js").write_text(NODE_CLIENT)
     return root

@@ -161,4 +161,4 @@ def test_server_is_healthy_after_the_property(live):
     import requests
     assert requests.get(live.url, timeout=5).text == "plain"
     assert not live.problems, [r.getMessage() for r in live.problems]  # nothing logged at WARNING or above
-    assert not live.srv._connections or all(not c.upgraded for c in live.srv._connections)
+    assert not live.srv._connections or all(not c.taken_over for c in live.srv._connections)

@@ -31,8 +31,8 @@ from array import array
 import gevent
 from gevent.socket import wait_read
 
-from . import metrics
-from .connection import monotonic
+from .. import metrics
+from .connection import BODY, HANDLER, HEAD, IDLE, SENDING, monotonic
 
 logger = logging.getLogger("lilush_http")
 
@@ -40,8 +40,8 @@ TCP_INFO_SIZE = 136
 # tcpi_unacked (of a listener: its accept queue), tcpi_rtt (us), tcpi_bytes_acked, tcpi_bytes_received
 TCP_INFO = struct.Struct("24xI40xI48xQQ")
 SEND_BUFFER = 128 * 1024  # the kernel doubles it: 256 KB
-WATCHED = ("idle", "head", "body", "sending")  # phases where the client owes progress
-STAGE = {"handler": "response", "sending": "response"}  # streaming alternates the two
+WATCHED = (IDLE, HEAD, BODY, SENDING)  # phases where the client owes progress
+STAGE = {HANDLER: "response", SENDING: "response"}  # streaming alternates the two
 
 
 class Admission:
@@ -117,43 +117,7 @@ class Admission:
         now = monotonic()
         window = self.cfg["min_rate_window"]
         floor = self.cfg["min_rate"]
-        watched = {}
-        slow = []
-        busy = []
-        idle = []
-        for conn in self.connections:
-            phase = conn.phase
-            if conn.closed or conn.expired:
-                continue
-            if phase == "idle" and conn.requests:
-                idle.append(conn)
-                continue
-            if phase not in WATCHED:
-                if not conn.close_requested:
-                    busy.append(conn)
-                continue
-            counts = tcp_counts(conn.sock)
-            if counts is None:
-                continue
-            rtt, acked, received = counts
-            count = acked if phase == "sending" else received
-            stage = (conn.requests, STAGE.get(phase, phase))
-            seen = self._watched.get(conn)
-            if seen is None or seen[0] != stage:
-                seen = (stage, now, count)
-            elapsed = now - seen[1]
-            rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
-            if elapsed >= max(window, 2 * rtt):
-                if rate < floor and (phase == "sending" or not unread(conn.sock)):
-                    slow.append((rate, conn, elapsed, count - seen[2]))
-                else:
-                    # Kept up over this interval: the next is judged on its own, so a
-                    # burst (a kernel buffer filled at once) buys no credit for later.
-                    seen = (stage, now, count)
-                    if phase != "idle" and not conn.close_requested:
-                        busy.append(conn)  # it may finish its response and close
-            watched[conn] = seen
-        self._watched = watched
+        slow, busy, idle = self._survey(now, window, floor)
         released = {c: t for c, t in self._released.items() if not c.closed}
         self._released = released
 
@@ -162,15 +126,15 @@ class Admission:
         for rate, conn, elapsed, moved in slow[:waiting]:
             logger.info("slow client %s cut to free a slot: %d bytes in %.2f s while %s, under min_rate %d bytes/s",
                         conn.client_ip, moved, elapsed, PHASE_WORDS[conn.phase], floor)
-            metrics.record_slow_client_cut(conn.phase)
+            metrics.record_slow_client_cut(conn.phase.value)
             conn.cut()
             cut += 1
         need = waiting - cut - sum(1 for t in released.values() if now - t < window)
         asked = 0
         for conn in busy[:max(0, need)]:
             logger.info("connection from %s asked to close after its response (%s) to free a slot",
-                        conn.client_ip, conn.phase)
-            conn.close_requested = True
+                        conn.client_ip, conn.phase.value)
+            conn.request_close()
             metrics.record_reclaim("close_requested")
             released[conn] = now
             asked += 1
@@ -188,8 +152,50 @@ class Admission:
         return cut, asked, evicted
 
 
-PHASE_WORDS = {"idle": "waiting for its first request", "head": "sending a request head",
-               "body": "sending a request body", "sending": "reading a response"}
+    def _survey(self, now, window, floor):
+        """The connections as (slow: (rate, conn, seconds, bytes), busy, idle), updating
+        what is watched: a rate is judged over ``window`` seconds (two round trips at least)."""
+        watched = {}
+        slow = []
+        busy = []
+        idle = []
+        for conn in self.connections:
+            phase = conn.phase
+            if conn.closed or conn.expired:
+                continue
+            if phase is IDLE and conn.requests:
+                idle.append(conn)
+                continue
+            if phase not in WATCHED:
+                if not conn.close_requested:
+                    busy.append(conn)
+                continue
+            counts = tcp_counts(conn.sock)
+            if counts is None:
+                continue
+            rtt, acked, received = counts
+            count = acked if phase is SENDING else received
+            stage = (conn.requests, STAGE.get(phase, phase))
+            seen = self._watched.get(conn)
+            if seen is None or seen[0] != stage:
+                seen = (stage, now, count)
+            elapsed = now - seen[1]
+            rate = (count - seen[2]) / elapsed if elapsed > 0 else 0.0
+            if elapsed >= max(window, 2 * rtt):
+                if rate < floor and (phase is SENDING or not unread(conn.sock)):
+                    slow.append((rate, conn, elapsed, count - seen[2]))
+                else:
+                    # Kept up over this interval: the next is judged on its own, so a
+                    # burst (a kernel buffer filled at once) buys no credit for later.
+                    seen = (stage, now, count)
+                    if phase is not IDLE and not conn.close_requested:
+                        busy.append(conn)  # it may finish its response and close
+            watched[conn] = seen
+        self._watched = watched
+        return slow, busy, idle
+
+PHASE_WORDS = {IDLE: "waiting for its first request", HEAD: "sending a request head",
+               BODY: "sending a request body", SENDING: "reading a response"}
 
 
 def waiting_clients(listener):

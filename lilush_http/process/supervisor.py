@@ -19,7 +19,7 @@ from gevent.event import Event
 from gevent.os import waitpid
 from gevent.select import select
 
-from . import log, metrics
+from .. import log, metrics
 
 logger = logging.getLogger("lilush_http")
 
@@ -31,7 +31,11 @@ class Supervisor:
     """Runs ``server``'s workers; ``app`` (optional) is what a reload re-reads: its
     ``load_config()`` gives ``(config, err)`` in the supervisor, and its
     ``build(config)`` gives ``(server, err)`` in a fresh worker. Without an app
-    the workers serve a forked copy of ``server``."""
+    the workers serve a forked copy of ``server``.
+
+    The server is seen only through its worker-facing methods: ``cfg``,
+    ``stopping``, ``stop()``, ``drain()``, ``log_serving(n)``, ``exposition``,
+    ``close_exposition()`` and ``serve_worker(listener, ready)``."""
 
     def __init__(self, server, app=None):
         self.server = server
@@ -74,7 +78,7 @@ class Supervisor:
         """Start the workers and keep them running until the server is stopped;
         returns None, or an error when the first workers could not start."""
         self.listener = listener
-        exposition = self.server._exposition
+        exposition = self.server.exposition
         if exposition is not None:  # before the first fork: the workers share one metrics directory
             metrics.prepare_multiprocess()
             exposition.start()
@@ -83,7 +87,7 @@ class Supervisor:
         try:
             err = self._start_generation(self.config)
             if err:
-                return None if self.server._stopping else err
+                return None if self.server.stopping else err
             self.server.log_serving(self.count)
             self._supervise()
             return None
@@ -95,7 +99,7 @@ class Supervisor:
                 metrics.finish_multiprocess()
 
     def _supervise(self):
-        while not self.server._stopping:
+        while not self.server.stopping:
             if self._reload:
                 self._reload = False
                 self._reload_now()
@@ -107,7 +111,7 @@ class Supervisor:
             self._reap()
             current = sum(1 for generation, _ in self.workers.values() if generation == self.generation)
             for _ in range(self.count - current):
-                if not self.server._stopping:
+                if not self.server.stopping:
                     _, ready = self._fork(self.generation, self.config)
                     os.close(ready)  # a replacement is not waited for
                     self._pending.remove(ready)
@@ -125,10 +129,10 @@ class Supervisor:
             worker = self.workers.pop(pid, None)
             if worker is None:
                 continue
-            if self.server._exposition is not None:
+            if self.server.exposition is not None:
                 metrics.worker_ended(pid)
             generation, started = worker
-            if generation != self.generation or self.server._stopping:
+            if generation != self.generation or self.server.stopping:
                 logger.debug("worker %d ended (%s)", pid, _exit_reason(status))
                 continue
             logger.warning("worker %d ended (%s); starting another", pid, _exit_reason(status))
@@ -193,7 +197,7 @@ class Supervisor:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return "%d new worker(s) not ready after %d s" % (len(pending), READY_TIMEOUT)
-                if self.server._stopping:
+                if self.server.stopping:
                     return "stopped while new workers were starting"
                 readable, _, _ = select(list(pending), [], [], min(remaining, 0.2))
                 for fd in readable:
@@ -237,9 +241,7 @@ class Supervisor:
                 watcher.cancel()
             for fd in self._pending:
                 os.close(fd)
-            if self.server._exposition is not None:  # the supervisor's, forked along
-                self.server._exposition.close()
-                self.server._exposition = None
+            self.server.close_exposition()  # the supervisor's, forked along
             if self.app is None:
                 server = self.server
             else:

@@ -1,7 +1,8 @@
 """TLS: server contexts built once per ``configure``, and SNI choosing among them.
 
 The ``ssl`` config is ``{"default": {"cert", "key"}, "hosts": {name: {"cert", "key"}}}``.
-Each pair is loaded into its own context (TLS 1.2 minimum, ALPN ``http/1.1``).
+Each pair is loaded into its own context (TLS 1.2 minimum, ALPN: the protocols the
+server speaks, ``http/1.1`` and, once its driver is in, ``h2``).
 The default context's SNI callback switches a connection to the context of
 the name the client asked for (case-insensitive; ``*.example.com`` matches
 one label); other names, and clients that send no SNI, get the default.
@@ -14,12 +15,14 @@ import gevent
 from gevent import socket as gevent_socket
 from gevent import ssl as gevent_ssl
 
-from .connection import Connection
-from .response import error_response
-
 
 class HandshakeFailed(Exception):
-    """The TLS handshake did not complete (timeout, protocol error, client refused)."""
+    """The TLS handshake did not complete (timeout, protocol error, client refused).
+    ``plain_http``: a copy of the socket when the client spoke plain HTTP (it gets a 400)."""
+
+    def __init__(self, message, plain_http=None):
+        super().__init__(message)
+        self.plain_http = plain_http
 
 
 class Certificates:
@@ -50,7 +53,8 @@ class Certificates:
 
     def handshake(self, sock, timeout):
         """Wrap an accepted socket and complete the handshake within ``timeout``
-        seconds (a deadline for the whole exchange). Returns (tls socket, SNI name)."""
+        seconds (a deadline for the whole exchange). Returns (tls socket, SNI name,
+        the ALPN protocol chosen or None)."""
         sslsock = self.default.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         try:
             with gevent.Timeout(timeout, HandshakeFailed("TLS handshake timeout")):
@@ -59,26 +63,20 @@ class Certificates:
             sslsock.close()
             raise
         except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+            plain = None
             if isinstance(exc, ssl.SSLError) and exc.reason == "HTTP_REQUEST":
-                _answer_plain_http(sslsock)
+                plain = _raw_copy(sslsock)
             sslsock.close()
-            raise HandshakeFailed("TLS handshake failed: %s" % (exc.strerror or exc,)) from None
-        return sslsock, getattr(sslsock, "lilush_sni", None)
+            raise HandshakeFailed("TLS handshake failed: %s" % (exc.strerror or exc,), plain) from None
+        return sslsock, getattr(sslsock, "lilush_sni", None), sslsock.selected_alpn_protocol()
 
 
-def _answer_plain_http(sslsock):
-    """A plain-HTTP client on the TLS port gets a readable 400 instead of a reset."""
+def _raw_copy(sslsock):
+    """The TCP socket under ``sslsock`` (a duplicate), to answer a plain-HTTP client."""
     try:
-        raw = gevent_socket.socket(fileno=os.dup(sslsock.fileno()))
+        return gevent_socket.socket(fileno=os.dup(sslsock.fileno()))
     except (OSError, ValueError):
-        return
-    conn = Connection(raw)
-    conn.linger = True
-    try:
-        conn.sendall(error_response(400, "Plain HTTP request sent to a TLS port"), 1.0)
-    except Exception:
-        pass
-    conn.close()
+        return None
 
 
 class _EncryptedKey(Exception):
@@ -91,10 +89,10 @@ def _no_passphrase():
     raise _EncryptedKey()
 
 
-def _context(where, pair):
+def _context(where, pair, alpn):
     context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
-    context.set_alpn_protocols(["http/1.1"])
+    context.set_alpn_protocols(list(alpn))
     # Read EOF without close_notify as a plain end of input (as nginx does). Otherwise
     # OpenSSL 3 answers it with a fatal decode_error alert, and that is what a client
     # got when the server closed its idle keep-alive connection (evict: SHUT_RD).
@@ -114,19 +112,20 @@ def _context(where, pair):
     return context, None
 
 
-def build(ssl_config):
+def build(ssl_config, alpn=("http/1.1",)):
     """``(Certificates, None)`` for a validated ``ssl`` table, or ``(None, err)``
-    naming the host and the file that failed; ``(None, None)`` when TLS is off."""
+    naming the host and the file that failed; ``(None, None)`` when TLS is off.
+    ``alpn``: the protocols offered, in order of preference."""
     if not ssl_config:
         return None, None
-    default, err = _context("ssl.default", ssl_config["default"])
+    default, err = _context("ssl.default", ssl_config["default"], alpn)
     if err:
         return None, err
     hosts, wildcards = {}, {}
     for name, pair in (ssl_config.get("hosts") or {}).items():
         if not isinstance(name, str) or not name.strip(".") or name.strip(".") == "*":
             return None, "ssl.hosts: %r is not a host name" % (name,)
-        context, err = _context("ssl.hosts[%r]" % name, pair)
+        context, err = _context("ssl.hosts[%r]" % name, pair, alpn)
         if err:
             return None, err
         name = name.lower().rstrip(".")

@@ -30,6 +30,10 @@ class Deadlines:
                        cfg["request_body_timeout"], cfg["response_send_timeout"])
         return min(0.5, max(0.01, shortest / 5.0))
 
+    def retune(self, cfg):
+        """A new configuration: tick as its shortest timeout asks."""
+        self.tick = self.tick_for(cfg)
+
     def start(self):
         """Make sure the watcher runs (call when a connection is added)."""
         if self._greenlet is None:

@@ -1,0 +1,1 @@
+"""Process management: the supervisor and its workers (process/supervisor.py)."""

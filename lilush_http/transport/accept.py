@@ -1,0 +1,117 @@
+"""The accept step: one accepted socket up to the protocol driver that serves it.
+
+TCP_NODELAY, admission (slot watching when the pool is full), the PROXY
+header from a trusted proxy, the TLS handshake with SNI and ALPN, the
+per-address cap, the connection registry; then ``pick_driver`` chooses
+HTTP/2 (ALPN ``h2``, or the prior-knowledge preface on a plain connection)
+or HTTP/1.1, the one place where a protocol is chosen.
+"""
+
+import logging
+import socket
+import traceback
+
+from .. import forwarding, metrics
+from ..protocols import http1, http2
+from . import tls
+from .connection import Transport
+from .proxy import read_proxy_header
+
+logger = logging.getLogger("lilush_http")
+
+ALPN = (("h2", "http/1.1") if http2.AVAILABLE else ("http/1.1",))  # offered in this order
+
+
+def pick_driver(conn, alpn, timeout):
+    """The driver for ``conn``: HTTP/2 for ALPN ``h2`` or, on a plain connection, a
+    client opening with the HTTP/2 preface (left in the buffer); else HTTP/1.1."""
+    if http2.AVAILABLE and (alpn == "h2" or (alpn is None and not conn.tls
+                                             and conn.starts_with(http2.PREFACE, timeout))):
+        return http2.serve
+    return http1.serve
+
+
+class Acceptor:
+    """The StreamServer handler of one Server. ``host`` is the server's view for
+    drivers (``settings``, ``stopping``); the sets are the server's registries."""
+
+    def __init__(self, host, connections, handshaking, admission, deadlines, sessions):
+        self.host = host
+        self.connections = connections  # open transports (stop, drain, deadlines, metrics, admission)
+        self.handshaking = handshaking  # descriptors of sockets still in the TLS handshake (stop)
+        self.admission = admission
+        self.deadlines = deadlines
+        self.sessions = sessions
+        self.pool = self.listener = None
+
+    def open(self, pool, listener):
+        """Serving starts: the pool the connection greenlets run in, the listener."""
+        self.pool = pool
+        self.listener = listener
+
+    def serve(self, sock, address):
+        """One connection's greenlet: admit, PROXY, TLS, drive the protocol, close."""
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
+        self.admission.start(self.pool, self.listener, sock)
+        settings = self.host.settings
+        client_ip = address[0] if isinstance(address, tuple) else forwarding.UNIX_PEER
+        if settings.cfg["proxy_protocol"]:
+            client_ip = self._proxy_header(sock, client_ip, settings)
+            if client_ip is None:
+                sock.close()
+                return
+        sni = alpn = None
+        if settings.certificates is not None:
+            sock, sni, alpn = self._handshake(sock, client_ip, settings)
+            if sock is None:
+                return
+        conn = Transport(sock, sni, settings.certificates is not None, client_ip, self.sessions, alpn)
+        if not self.admission.admit(conn):
+            http1.error_reply(conn, 503, "too many connections from %s" % client_ip)
+            conn.close()
+            return
+        self.connections.add(conn)
+        self.deadlines.start()
+        try:
+            pick_driver(conn, alpn, settings.cfg["keepalive_idle_timeout"])(conn, self.host, client_ip)
+        except Exception:
+            logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
+        finally:
+            self.connections.discard(conn)
+            self.admission.leave(conn)
+            recorder = self.host.settings.recorder
+            if recorder is not None:
+                recorder.count_received(conn.take_received())
+            conn.close()
+
+    def _proxy_header(self, sock, peer, settings):
+        """The client address of the PROXY header a trusted proxy must send, or None."""
+        if not settings.trusted[peer]:
+            logger.debug("connection from %s: not a trusted proxy, no PROXY header accepted", peer)
+            return None
+        try:
+            return read_proxy_header(sock, peer, settings.cfg["request_header_timeout"])
+        except (forwarding.ProxyHeaderError, OSError) as exc:
+            logger.debug("connection from %s: %s", peer, exc)
+            return None
+
+    def _handshake(self, sock, client_ip, settings):
+        """(TLS socket, SNI, ALPN), or (None, None, None) when the handshake failed."""
+        fd = sock.fileno()  # the TLS socket takes the descriptor over
+        self.handshaking.add(fd)
+        try:
+            return settings.certificates.handshake(sock, settings.cfg["tls_handshake_timeout"])
+        except tls.HandshakeFailed as exc:
+            logger.debug("connection from %s: %s", client_ip, exc)
+            metrics.record_tls_handshake_failure()
+            if exc.plain_http is not None:  # a readable 400 instead of a reset
+                conn = Transport(exc.plain_http)
+                http1.error_reply(conn, 400, "Plain HTTP request sent to a TLS port")
+                conn.close()
+            sock.close()
+            return None, None, None
+        finally:
+            self.handshaking.discard(fd)
