@@ -66,11 +66,12 @@ def test_this_run_uses_what_its_environment_asks_for():
 def test_one_module_object_under_both_names():
     """Every importer sees the same classes: an HTTPError raised by the parser is
     the one the connection code catches."""
-    from lilush_http import connection
-    assert connection.HTTPError is lilush_http.request.HTTPError
-    assert connection.parse_head is lilush_http.request.parse_head
-    with pytest.raises(connection.HTTPError) as caught:
-        connection.parse_head(b"GET / HTTP/1.1\r\n\r\n", lilush_http.request.Limits())
+    from lilush_http.protocols import http1
+    assert http1.HTTPError is lilush_http.request.HTTPError
+    assert http1.parse_head is lilush_http.request.parse_head
+    assert http1.render is lilush_http.response.render
+    with pytest.raises(http1.HTTPError) as caught:
+        http1.parse_head(b"GET / HTTP/1.1\r\n\r\n", lilush_http.request.Limits())
     assert caught.value.status == 400
 
 
