@@ -42,8 +42,14 @@ def run(stream, settings, redis):
     request = stream.request
     headers = request.headers
     forwarded_real_ip = headers.get("x-real-ip")
-    trusted = settings.trusted[stream.client_ip]
-    real_ip, scheme = resolve(headers, stream.client_ip, stream.tls, trusted, settings.trusted)
+    peer = stream.client_ip
+    trusted = settings.trusted[peer]
+    if trusted and (forwarded_real_ip is not None or "x-forwarded-for" in headers or "forwarded" in headers
+                    or "x-forwarded-proto" in headers):
+        real_ip, scheme = resolve(headers, peer, stream.tls, trusted, settings.trusted)
+    else:  # nothing forwarded, or nothing to believe (resolve's answer, without the call)
+        real_ip, scheme = peer, "https" if stream.tls else "http"
+        headers["x-client-ip"] = headers["x-real-ip"] = peer
     ctx = {"logger": settings.logger, "client": stream.client, "cfg": settings.cfg, "client_ip": real_ip,
            "redis": redis, "count": stream.count, "sni": stream.sni, "version": request.version,
            "scheme": scheme}
@@ -54,9 +60,13 @@ def run(stream, settings, redis):
         result = settings.handle(method, request.query, request.args, headers, stream.body, ctx)
         if stream.upgraded() is not None:
             return _end_session(stream, settings, real_ip, forwarded_real_ip, trusted, False)
-        status, size = answer(stream, result)
-        if status is None:
-            return  # the handler answered on the socket itself and said nothing of it
+        if type(result) is tuple and len(result) == 3 and type(result[1]) is int and type(result[0]) is str:
+            status = result[1]  # the common answer, without answer()'s dispatch
+            size = stream.respond(status, result[2], result[0])
+        else:
+            status, size = answer(stream, result)
+            if status is None:
+                return  # the handler answered on the socket itself and said nothing of it
     except ConnectionEnded:
         if stream.upgraded() is not None:
             return _end_session(stream, settings, real_ip, forwarded_real_ip, trusted, True)

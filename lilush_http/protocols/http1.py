@@ -78,7 +78,17 @@ def turn(stream, settings, count, redis):
         if exc.phase_started and exc.message.endswith("timeout"):
             error_reply(conn, 408, exc.message)
         return None, exc.message
-    stream.begin(settings, request, body, count, started)
+    # A new request on the stream (its fields are set here: this is the hot path).
+    stream.settings = settings
+    stream.request = request
+    stream.body = body
+    stream.count = count
+    stream.started = started
+    stream.keep_alive = request.keep_alive and count < cfg["requests_per_connection"]
+    stream.head_sent = False
+    stream.ended = None  # why the connection must end after this request, if it must
+    stream._head = b""
+    stream._sent = 0
     try:
         exchange.run(stream, settings, redis)
     except ConnectionEnded as exc:
@@ -164,7 +174,7 @@ def skip_blank_lines(data):
 class Http1Stream:
     """The stream of the request in progress on one connection (see exchange.py):
     the request, its body source, and the response sink that frames HTTP/1.1 and
-    sends through the transport. One per connection, ``begin`` per request.
+    sends through the transport. One per connection; ``turn`` sets the request's fields.
     ``served``: the server's own loop, whose responses may be batched."""
 
     __slots__ = ("conn", "host", "settings", "request", "body", "client", "client_ip", "tls", "sni",
@@ -178,19 +188,6 @@ class Http1Stream:
         self.tls = conn.tls
         self.sni = conn.sni
         self.served = served
-
-    def begin(self, settings, request, body, count, started):
-        """A new request on the connection."""
-        self.settings = settings
-        self.request = request
-        self.body = body
-        self.count = count
-        self.started = started
-        self.keep_alive = request.keep_alive and count < settings.cfg["requests_per_connection"]
-        self.head_sent = False
-        self.ended = None  # why the connection must end after this request, if it must
-        self._head = b""
-        self._sent = 0
 
     def _final_keep_alive(self, status, streamed):
         """Whether the connection can stay open after a response with ``status``."""
