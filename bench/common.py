@@ -4,6 +4,8 @@ from an application directory in a subprocess, and figures read off /proc."""
 import json
 import os
 import re
+import shutil
+import socket
 import subprocess
 import sys
 import tempfile
@@ -15,15 +17,15 @@ ROOT = os.path.dirname(HERE)
 START = re.compile(r" serving on \S+:(\d+) ")
 
 
-def start_server(app_dir, config, name="server", args=("app:handle",), log_level="info", extra=()):
-    """``python -m lilush_http ARGS`` in ``app_dir`` on a free port, its log in
-    ``app_dir/NAME.log``; returns (process, port, log path) once it serves."""
+def start_server(app_dir, config, name="server", args=("app:handle",), log_level="info", extra=(), port=0):
+    """``python -m lilush_http ARGS`` in ``app_dir`` on ``port`` (0: a free one), its
+    log in ``app_dir/NAME.log``; returns (process, port, log path) once it serves."""
     config_path = os.path.join(app_dir, "%s.json" % name)
     with open(config_path, "w") as f:
         json.dump(config, f)
     log_path = os.path.join(app_dir, "%s.log" % name)
     with open(log_path, "wb") as log:
-        process = subprocess.Popen([sys.executable, "-m", "lilush_http", *args, "--port", "0",
+        process = subprocess.Popen([sys.executable, "-m", "lilush_http", *args, "--port", str(port),
                                     "--config", config_path, "--log-level", log_level, *extra],
                                    cwd=app_dir, stdout=log, stderr=subprocess.STDOUT,
                                    env=dict(os.environ, PYTHONPATH=ROOT))
@@ -50,9 +52,84 @@ def start_app(source, config, name):
 
 def slot_summary(log):
     """What the server's log says it did to free slots (admission.py), and how loud it was."""
+    asked = sum(int(n) for n in re.findall(r"(\d+) connections asked to close", log))
     return "slow clients cut: %d, asked to close: %d, idle closed: %d; log lines at WARNING or above: %d" % (
-        log.count("slow client "), log.count("asked to close"), log.count("idle keep-alive connection"),
-        len(loud_lines(log)))
+        log.count("slow client "), asked, log.count("idle keep-alive connection"), len(loud_lines(log)))
+
+
+NGINX_CONF = """
+worker_processes 1;
+error_log %(dir)s/nginx-error.log;
+pid %(dir)s/nginx.pid;
+events { worker_connections 4096; }
+http {
+    access_log off;
+    client_body_temp_path %(dir)s/body;
+    proxy_temp_path %(dir)s/proxy;
+    %(upstream)s
+    server {
+        listen 127.0.0.1:%(port)d;
+        location / { %(location)s }
+    }
+}
+"""
+
+
+def start_nginx(work, port, location, upstream=""):
+    """nginx (``-p work``, its error log in ``work/nginx-error.log``, emptied first)
+    proxying loopback ``port`` as ``location`` says; the process once it listens."""
+    with open(os.path.join(work, "nginx.conf"), "w") as f:
+        f.write(NGINX_CONF % {"dir": work, "port": port, "location": location, "upstream": upstream})
+    if os.path.exists(os.path.join(work, "nginx-error.log")):
+        os.unlink(os.path.join(work, "nginx-error.log"))
+    nginx = subprocess.Popen([shutil.which("nginx") or "/usr/sbin/nginx", "-p", work, "-c",
+                              os.path.join(work, "nginx.conf"), "-g", "daemon off;"], stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return nginx
+        except OSError:
+            if time.monotonic() > deadline or nginx.poll() is not None:
+                nginx.kill()
+                raise SystemExit("nginx did not start")
+            time.sleep(0.05)
+
+
+def nginx_log(work):
+    with open(os.path.join(work, "nginx-error.log")) as f:
+        return f.read()
+
+
+def curl_probe(url, timeout=10):
+    """(answered with a 200, seconds) of curl asking for ``url`` on a new connection."""
+    out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", str(timeout), "-w",
+                          "%{http_code} %{time_total}", url],
+                         capture_output=True, text=True, timeout=timeout + 5).stdout.split()
+    return (len(out) == 2 and out[0] == "200"), float(out[1]) if len(out) == 2 else float(timeout)
+
+
+def print_table(title, header, rows, log_path):
+    """A markdown table of ``rows`` under ``title``, then the server log's slot summary."""
+    print(title)
+    print("| " + " | ".join(header) + " |")
+    print("|---|" + "---:|" * (len(header) - 1))
+    for row in rows:
+        print(row)
+    print(slot_summary(read_log(log_path)))
+
+
+def free_port():
+    """A loopback port free just now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def percentile(values, fraction):
+    """The value at ``fraction`` (0.99: p99) of ``values``, nan when there are none."""
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 def read_log(log_path):

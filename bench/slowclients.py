@@ -18,7 +18,7 @@ import subprocess
 import threading
 import time
 
-from common import fd_count, read_log, rss_mb, slot_summary, start_app
+from common import fd_count, percentile, read_log, rss_mb, slot_summary, start_app
 
 APP = '''
 BIG = b"x" * (1400 * 1024)
@@ -58,11 +58,6 @@ def probe_once(port, timeout=10):
     except OSError:
         return None
     return time.monotonic() - started if data.startswith(b"HTTP/1.1 200 ") else None
-
-
-def percentile(values, fraction):
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))] if ordered else float("nan")
 
 
 def run_mode(name, options, path, port, pid, args, work):

@@ -13,6 +13,12 @@ from . import metrics, redis_client
 from .forwarding import check_trusted_proxies
 from .log import LEVELS
 
+# TLS 1.2 suites of Mozilla's "intermediate" profile: ECDHE/DHE with AES-GCM or ChaCha20-Poly1305
+# (AEAD only; no CBC, so no LUCKY13). TLS 1.3 suites are not set by this list.
+MOZILLA_INTERMEDIATE = ("ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:ECDHE-ECDSA-AES256-GCM-SHA384:"
+                        "ECDHE-RSA-AES256-GCM-SHA384:ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
+                        "DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384:DHE-RSA-CHACHA20-POLY1305")
+
 DEFAULTS = {
     "ip": "127.0.0.1",
     "port": 8080,
@@ -24,7 +30,7 @@ DEFAULTS = {
     "trusted_proxies": ["127.0.0.1", "::1"],
     "proxy_protocol": False,
     "workers": 1,
-    "connection_limit": 64,
+    "connection_limit": 1024,  # Lilush: 64; see docs/reliability-notes.rst for why
     "requests_per_connection": 512,
     "max_body_size": 5 * 1024 * 1024,
     "request_line_limit": 8 * 1024,
@@ -34,6 +40,8 @@ DEFAULTS = {
     "request_body_timeout": 30,
     "response_send_timeout": 30,
     "tls_handshake_timeout": 10,
+    "tls_ciphers": MOZILLA_INTERMEDIATE,
+    "drain_delay": 0,
     "min_rate": 500,
     "min_rate_window": 0.1,
     "connections_per_ip": 0,
@@ -117,6 +125,10 @@ def validate(cfg):
     for key in POSITIVE_NUMBERS:
         if not _is_number(cfg[key]) or not cfg[key] > 0:
             return "%s: expected a positive number of seconds, got %r" % (key, cfg[key])
+    if not _is_number(cfg["drain_delay"]) or not cfg["drain_delay"] >= 0:
+        return "drain_delay: expected a number of seconds >= 0, got %r" % (cfg["drain_delay"],)
+    if not isinstance(cfg["tls_ciphers"], str) or not cfg["tls_ciphers"]:
+        return "tls_ciphers: expected an OpenSSL cipher list string, got %r" % (cfg["tls_ciphers"],)
     if cfg["log_level"] not in LEVELS:
         return "log_level: expected one of %s, got %r" % (", ".join(sorted(LEVELS)), cfg["log_level"])
     log_headers = cfg["log_headers"]

@@ -344,7 +344,11 @@ def _vary_line(headers, names):
 
 def _not_modified(text, headers, names, compression, accept_encoding):
     """A 304's header lines with the Vary (and weak ETag) a 200 of this content type
-    would carry when compressed (RFC 9110 section 15.4.5)."""
+    would carry when compressed, and without the Content-Type the handler gave to
+    decide that: RFC 9110 section 15.4.5 does not list it among a 304's fields."""
+    if "content-type" in names:
+        text = "".join(line + "\r\n" for line in text.split("\r\n")[:-1]
+                       if not line[:13].lower() == "content-type:")
     if (compression is None or not compression.enabled or "content-type" not in names
             or "content-encoding" in names or not compression.eligible(_value(headers, "content-type"))):
         return text

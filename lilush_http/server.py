@@ -8,7 +8,6 @@ exchange (exchange.py) to the handler. Failures are returned Lua-style as
 """
 
 import logging
-import socket
 import threading
 import time
 import weakref
@@ -28,13 +27,14 @@ from .settings import freeze
 from .transport import listeners, tls
 from .transport.accept import ALPN, Acceptor
 from .transport.admission import Admission
-from .transport.connection import Transport, shutdown
+from .transport.connection import Transport
 from .transport.deadlines import Deadlines
 
 logger = logging.getLogger("lilush_http")
 
 # The OS thread's id even when monkeypatching made get_ident() per greenlet.
 thread_id = get_original("_thread", "get_ident")
+FIRST_REQUEST_GRACE = 1.0  # stopping: seconds a just-accepted connection gets to send its request
 DRAIN_IDLE = 1.0  # draining for a reload: seconds an idle keep-alive client gets to send one more request
 
 
@@ -70,16 +70,15 @@ class Server:
         self._exposition = None  # the metrics listener (metrics.Exposition) while serving with metrics on
         self._pool = None
         self._connections = set()
-        self._handshaking = set()  # descriptors of accepted sockets still in the TLS handshake
         self._admission = Admission(self._connections, self.cfg)
         self.stopping = False  # drivers finish the current request and end
+        self._handing_over = False  # stopping for a reload (drain): the listener stays with the new workers
         self._stopped = None
         self._remote_stop = None  # a RemoteStop while serving: stop() from another thread
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
-        self._acceptor = Acceptor(self, self._connections, self._handshaking, self._admission,
-                                  self._deadlines, self._websockets)
+        self._acceptor = Acceptor(self, self._connections, self._admission, self._deadlines, self._websockets)
         self._supervisor = None  # a supervisor.Supervisor while serve() runs workers
         ensure_output(logger)
 
@@ -99,7 +98,7 @@ class Server:
         err = configuration.validate(merged)
         if err:
             return None, err
-        certificates, err = tls.build(merged["ssl"], ALPN)
+        certificates, err = tls.build(merged["ssl"], ALPN, merged["tls_ciphers"])
         if err:
             return None, err
         if merged["redis"] != self.cfg["redis"]:  # a new pool only when the settings change
@@ -157,6 +156,7 @@ class Server:
         listening, err = listeners.listen(cfg)
         if err:
             return None, err
+        listeners.reserve_descriptors(cfg["connection_limit"])
         if cfg["metrics"] is not None:  # bound before any fork, so a busy port is this call's error
             self._exposition, err = metrics.listen(cfg["metrics"])
             if err:
@@ -198,6 +198,7 @@ class Server:
     def _begin(self, listener):
         self._listener = listener
         self.stopping = False
+        self._handing_over = False
         self._stopped = Event()
         self._remote_stop = RemoteStop(self.stop)
 
@@ -233,48 +234,70 @@ class Server:
         finish (their responses carry ``Connection: close``) for up to ``timeout``
         seconds, then end the rest. May be called from another thread.
 
+        Before that, for ``drain_delay`` seconds (config), it goes on serving with
+        ``Connection: close`` on every response. New connections are then refused
+        in every process sharing the listener at once, and those the kernel has
+        already queued are accepted and served before the listener closes.
+
         ``idle_grace`` (draining for a reload): an idle connection is closed only once
         idle that long, so a client sending its next request just now is answered."""
         if self._listener is None:
             return
         if self._remote_stop.elsewhere():
-            self._remote_stop.request(timeout, idle_grace)
+            self._remote_stop.request(timeout, idle_grace, self.cfg["drain_delay"])
             return
         if self.stopping:
             return
-        self.stopping = True
+        self.stopping = True  # from now on every response says Connection: close
         if self._supervisor is not None:  # it sends the workers SIGTERM and collects them
             self._supervisor.wake()
             return
         if self._server is None:
             return
-        self._server.close()
+        handing_over = self._handing_over  # a reload: the new workers accept on the same socket
+        if self.cfg["drain_delay"] and not handing_over:
+            logger.info("stopping in %g s (drain_delay); until then responses say Connection: close",
+                        self.cfg["drain_delay"])
+            gevent.sleep(self.cfg["drain_delay"])
+        if not handing_over:
+            listeners.stop_listening(self._listener)
         self._admission.stop()
-        for fd in list(self._handshaking):
-            shutdown(fd, socket.SHUT_RDWR)  # the handshake fails at once
         self._websockets.close_all()  # 1001 Going Away
-        self._wind_down(time.monotonic() + timeout, idle_grace)
+        self._wind_down(time.monotonic() + timeout, idle_grace, handing_over)
         self._server = None
         logger.info("lilush_http stopped")
         self._stopped.set()
         self._remote_stop.done()
 
-    def _wind_down(self, deadline, idle_grace):
-        """Close idle connections (idle ``idle_grace`` seconds) until every connection
-        ended or ``deadline`` passed; then end sessions and whatever is left."""
+    def _wind_down(self, deadline, idle_grace, handing_over):
+        """Until ``deadline``: accept what the kernel queued (unless ``handing_over``),
+        then close the listener; close idle connections (idle ``idle_grace`` seconds; one
+        waiting for its first request gets FIRST_REQUEST_GRACE); wait for every connection
+        to end. Then end sessions and whatever is left."""
+        server, listener = self._server, self._listener
         while True:
             now = time.monotonic()
             for conn in list(self._connections):
-                if conn.idle and now - conn.idle_since >= idle_grace:
+                # requests counts the head being waited for: 1 while waiting for the first
+                if conn.idle and now - conn.idle_since >= (idle_grace if conn.requests > 1 else FIRST_REQUEST_GRACE):
                     conn.evict()
-            if self._pool.join(timeout=min(0.1, max(0, deadline - now))) or now >= deadline:
+            self._admission.cut_handshakes(older_than=FIRST_REQUEST_GRACE)
+            if server.started and (handing_over or now >= deadline or not listeners.queued(listener)):
+                server.close()  # nothing queued is left to be reset by the last close
+            if not server.started and self._pool.join(timeout=min(0.05, max(0, deadline - now))):
                 break
+            if now >= deadline:
+                break
+            if server.started:
+                gevent.sleep(0.01)
         self._websockets.join(max(1.0, deadline - time.monotonic()))
         self._pool.kill(block=True, timeout=1)
         self._deadlines.stop()
 
     def drain(self):
-        """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds."""
+        """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds,
+        and the listener is left to the new workers at once."""
+        self._handing_over = True
         self.stop(idle_grace=DRAIN_IDLE)
 
     # -- one request ---------------------------------------------------------------
@@ -313,11 +336,11 @@ class RemoteStop:
     def elsewhere(self):
         return self.thread != thread_id()
 
-    def request(self, timeout, idle_grace):
+    def request(self, timeout, idle_grace, drain_delay=0):
         done = threading.Event()
         self.waiting = ((timeout, idle_grace), done)
         self.wakeup.send()
-        done.wait(timeout + 5)
+        done.wait(timeout + drain_delay + 5)
 
     def done(self):
         """The stop finished (or serving ended): release a waiting caller."""

@@ -131,6 +131,17 @@ def read_response(reader, head_only=False):
     return status, headers, body
 
 
+def slow_at(path, seconds):
+    """A handler answering "ok " + the query, after sleeping ``seconds`` (gevent) on ``path``."""
+    import gevent
+
+    def handle(method, query, *rest):
+        if query == path:
+            gevent.sleep(seconds)
+        return "ok " + query, 200, {}
+    return handle
+
+
 def read_to_end(sock, within=5.0):
     """(data, closed): what arrived until the server closed ``sock`` (EOF or reset),
     or until ``within`` seconds passed (closed is then False)."""

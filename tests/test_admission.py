@@ -2,8 +2,10 @@
 connections get their chance, freed slots say Connection: close, nothing is dropped;
 nginx in front and slowhttptest against it."""
 
+import json
 import os
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -11,8 +13,9 @@ import time
 
 import gevent
 import pytest
+import trustme
 
-from conftest import need_program, read_response, read_to_end
+from conftest import need_program, read_response, read_to_end, slow_at
 from lilush_http import server
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -21,7 +24,7 @@ GET = b"GET / HTTP/1.1\r\nHost: h\r\n\r\n"
 
 def slots_log(caplog):
     return [r.getMessage() for r in caplog.records
-            if r.name == "lilush_http" and r.levelname == "INFO" and "free a slot" in r.getMessage()]
+            if r.name == "lilush_http" and r.levelname == "INFO" and "to free " in r.getMessage()]
 
 
 def test_fresh_connection_is_not_evicted_before_its_first_request(live_server, caplog):
@@ -128,11 +131,7 @@ def test_slow_reader_left_alone_without_pressure(live_server):
 
 
 def test_connection_freed_for_a_waiting_client_says_connection_close(live_server, caplog):
-    def handle(method, query, *rest):
-        if query == "/slow":
-            gevent.sleep(0.6)
-        return "ok " + query, 200, {}
-    live = live_server(handle, connection_limit=1)
+    live = live_server(slow_at("/slow", 0.6), connection_limit=1)
     busy = live.connect()
     busy.sendall(b"GET /slow HTTP/1.1\r\nHost: h\r\n\r\n")
     time.sleep(0.2)
@@ -143,7 +142,7 @@ def test_connection_freed_for_a_waiting_client_says_connection_close(live_server
     assert read_to_end(busy, 3)[1]
     status, headers, body = read_response(waiting)
     assert status == 200 and body == b"ok /"
-    assert any("127.0.0.1 asked to close after its response" in m for m in slots_log(caplog))
+    assert any(m.startswith("1 connections asked to close after their response") for m in slots_log(caplog))
 
 
 def test_connections_per_ip(live_server, caplog):
@@ -172,7 +171,7 @@ def test_overload_script_behind_nginx_no_errors():
     need_program("nginx")
     need_program("ab")
     out = subprocess.run([sys.executable, "bench/overload.py", "--close-runs", "1", "--requests", "1000",
-                          "--concurrency", "40", "--nginx-requests", "2000", "--nginx-concurrency", "40",
+                          "--concurrency", "40", "--nginx-requests", "2000", "--nginx-runs", "1", "--nginx-concurrency", "40",
                           "--nginx-keepalive", "32", "--config", '{"connection_limit": 8}'],
                          cwd=ROOT, capture_output=True, text=True, timeout=100)
     assert out.returncode == 0, out.stdout + out.stderr
@@ -208,3 +207,151 @@ def test_slowclients_script_with_slowhttptest():
 def test_bad_admission_config_is_refused(key, value):
     srv, err = server.new({key: value})
     assert srv is None and err.startswith(key + ": ")
+
+
+# -- issue 21: TLS handshakes, fair slots under keep-alive load ------------------------------------
+
+def tls_hello():
+    """The first bytes a TLS client sends (a ClientHello)."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    tls = context.wrap_bio(incoming, outgoing, server_hostname="flood.test")
+    with pytest.raises(ssl.SSLWantReadError):
+        tls.do_handshake()
+    return outgoing.read()
+
+
+@pytest.fixture
+def cert_pair(tmp_path):
+    ca = trustme.CA()
+    cert = ca.issue_cert("127.0.0.1")
+    pair = {"cert": str(tmp_path / "cert.pem"), "key": str(tmp_path / "key.pem")}
+    cert.cert_chain_pems[0].write_to_path(pair["cert"])
+    cert.private_key_pem.write_to_path(pair["key"])
+    return pair
+
+
+def curl_time(url):
+    """(HTTP status, seconds) of curl on a new connection."""
+    out = subprocess.run(["curl", "-sk", "-o", "/dev/null", "--max-time", "10", "-w", "%{http_code} %{time_total}",
+                          url], capture_output=True, text=True, timeout=15).stdout.split()
+    return int(out[0]), float(out[1])
+
+
+def test_handshake_flood_is_cut_and_curl_still_served(live_server, cert_pair, caplog):
+    """A pool (and its backlog) full of TLS connections that never finish their
+    handshake, silent or with half a ClientHello: curl is answered within a second,
+    and the flood is cut as slow clients, not left to the 10 s handshake deadline."""
+    need_program("curl")
+    live = live_server(ssl={"default": cert_pair}, connection_limit=4)
+    half = tls_hello()[:100]
+    attackers = []
+    try:
+        for index in range(16):
+            sock = live.connect()
+            if index % 2:
+                sock.sendall(half)
+            attackers.append(sock)
+        time.sleep(0.2)
+        for _ in range(5):
+            status, seconds = curl_time("https://127.0.0.1:%d/" % live.port)
+            assert status == 200 and seconds < 1.0, (status, seconds)
+        cuts = [m for m in slots_log(caplog) if "while in its TLS handshake" in m]
+        assert len(cuts) >= 12, slots_log(caplog)[-5:]
+    finally:
+        for sock in attackers:
+            sock.close()
+
+
+def test_connections_per_ip_applies_before_the_tls_handshake(live_server, cert_pair, caplog):
+    live = live_server(ssl={"default": cert_pair}, connections_per_ip=2)
+    held = [live.connect(), live.connect()]  # two handshakes in progress
+    time.sleep(0.1)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    started = time.monotonic()
+    with pytest.raises((ssl.SSLError, OSError)):
+        with context.wrap_socket(live.connect(), server_hostname="h"):
+            pass
+    assert time.monotonic() - started < 2  # closed at once, no handshake spent on it
+    assert any("connections_per_ip 2 reached" in r.getMessage() for r in caplog.records)
+    for sock in held:
+        sock.close()
+
+
+def test_tls_flood_script():
+    """bench/tls_flood.py at a tiny setting: every curl probe answered within a second."""
+    need_program("curl")
+    out = subprocess.run([sys.executable, "bench/tls_flood.py", "--connections", "60", "--duration", "5",
+                          "--probes", "4", "--modes", "silent,half", "--config", '{"connection_limit": 32}'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in out.stdout.splitlines()
+            if line.startswith("| 60 connections")]
+    assert len(rows) == 2, out.stdout
+    for row in rows:
+        answered, probes = row[2].split("/")
+        assert answered == probes and int(probes) >= 2 and row[3] == "0", out.stdout  # none took 1 s
+
+
+def test_keep_alive_clients_rotate_for_a_new_one(live_server, caplog):
+    """More busy keep-alive clients than slots, each sending back to back: a new
+    client is answered within a fraction of a second, because the most served
+    connections get Connection: close on a response; the busy clients lose nothing."""
+    live = live_server(connection_limit=4, requests_per_connection=100000)
+    stop = threading.Event()
+    failures, answered = [], [0]
+
+    def busy():
+        while not stop.is_set():
+            try:
+                with live.connect(timeout=10) as sock, sock.makefile("rb") as reader:
+                    while not stop.is_set():
+                        sock.sendall(GET)
+                        status, headers, body = read_response(reader)
+                        assert status == 200 and body == b"Hi there!"
+                        answered[0] += 1
+                        if headers.get("connection") == "close":
+                            assert read_to_end(sock, 3)[1]
+                            break
+            except (OSError, AssertionError) as exc:
+                failures.append(repr(exc))
+    threads = [threading.Thread(target=busy) for _ in range(12)]
+    for t in threads:
+        t.start()
+    try:
+        time.sleep(0.5)
+        times = []
+        for _ in range(5):
+            started = time.monotonic()
+            with live.connect(timeout=10) as sock:
+                sock.sendall(GET)
+                assert read_response(sock)[0] == 200
+            times.append(time.monotonic() - started)
+            time.sleep(0.1)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(20)
+    assert failures == [] and answered[0] > 100
+    assert max(times) < 1.0, times
+    assert any("asked to close after their response" in m for m in slots_log(caplog))
+
+
+def test_fairness_script_with_wrk():
+    """bench/fairness.py at a tiny setting: wrk keep-alive clients at five times the
+    slots, curl probes answered fast, wrk sees no error."""
+    need_program("wrk")
+    need_program("curl")
+    out = subprocess.run([sys.executable, "bench/fairness.py", "--clients", "40", "--duration", "6",
+                          "--probes", "5", "--config", '{"connection_limit": 8}'],
+                         cwd=ROOT, capture_output=True, text=True, timeout=100)
+    assert out.returncode == 0, out.stdout + out.stderr
+    row = [c.strip() for c in next(line for line in out.stdout.splitlines()
+                                   if line.startswith("| 40 keep-alive")).strip("|").split("|")]
+    errors = json.loads(row[2])
+    assert sum(errors.values()) == 0, out.stdout
+    answered, probes = row[3].split("/")
+    assert answered == probes and int(probes) >= 3, out.stdout
+    assert float(row[6]) < 1.0, out.stdout  # the slowest probe

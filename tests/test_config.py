@@ -12,7 +12,8 @@ def test_new_uses_the_reference_defaults():
     assert err is None
     cfg = srv.cfg
     assert (cfg["ip"], cfg["port"], cfg["backlog"]) == ("127.0.0.1", 8080, 256)
-    assert cfg["connection_limit"] == 64 and cfg["requests_per_connection"] == 512
+    # connection_limit: 64 in Lilush, 1024 here (issue 21: 1,000 keep-alive clients, docs/reliability-notes.rst)
+    assert cfg["connection_limit"] == 1024 and cfg["requests_per_connection"] == 512
     assert cfg["max_body_size"] == 5 * 1024 * 1024 and cfg["request_line_limit"] == 8192
     assert (cfg["keepalive_idle_timeout"], cfg["request_header_timeout"],
             cfg["request_body_timeout"], cfg["tls_handshake_timeout"]) == (15, 10, 30, 10)

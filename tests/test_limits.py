@@ -175,7 +175,9 @@ def test_idle_connections_make_room_at_the_limit(live_server):
     newcomer.sendall(GET)
     status, _, body = read_response(newcomer)
     assert status == 200 and body == b"Hi there!"
-    assert time.monotonic() - started < 1.0
+    # Closing an idle connection is the last resort, for one idle over 2 s (IDLE_REUSE_WINDOW,
+    # issue 21: a proxy may be reusing it); until then the idle ones are asked to close.
+    assert time.monotonic() - started < 3.5
     # Exactly one idle connection was closed to make room; the others still work.
     closed = [s for s, f in idle if closed_by_server(s, 0.05)]
     assert len(closed) == 1

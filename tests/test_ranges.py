@@ -269,6 +269,7 @@ def test_304_carries_what_the_200_would(site):
         assert r.status_code == 304 and r.content == b""
         for name in ("etag", "last-modified", "cache-control", "vary"):
             assert r.headers.get(name) == full.headers.get(name), (path, name)
+        assert "content-type" not in r.headers  # not among a 304's fields (RFC 9110 section 15.4.5)
         assert r.headers.get("content-encoding") == (None if path != "/app.js" else "gzip")
     # page.txt is compressed on the fly: the 200 and the 304 both vary on Accept-Encoding,
     # and the compressed body's tag is weak (it names other bytes).

@@ -60,6 +60,10 @@ def test_no_body_statuses(status):
     data, _ = render(status, {}, "body!", True)
     assert not data.endswith(b"body!")
     assert b"Content-Type" not in data
+    # The handler's Content-Type does not go out on a 304 either (RFC 9110 section 15.4.5).
+    data, _ = render(status, {"content-type": "text/html", "ETag": '"1"'}, None, True)
+    assert (b"content-type" in data.lower()) == (status != 304)
+    assert b'ETag: "1"\r\n' in data
     if status != 304:
         assert b"Content-Length" not in data
 

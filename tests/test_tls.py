@@ -319,7 +319,8 @@ def test_trickling_client_hello_is_cut_by_one_deadline(tls_server):
 
 
 def test_silent_clients_free_their_slots_at_the_deadline(tls_server, pki):
-    live = tls_server(tls_handshake_timeout=0.5, connection_limit=2)
+    # min_rate 0: no slow-client cutting (test_admission.py has the cut of a handshake flood)
+    live = tls_server(tls_handshake_timeout=0.5, connection_limit=2, min_rate=0)
     silent = [live.connect(), live.connect()]
     try:
         started = time.monotonic()
@@ -882,3 +883,38 @@ def test_stop_from_another_thread_survives_a_fast_server(live_server):
     live.srv.stop(2)  # raises TypeError before the fix
     live.thread.join(3)
     assert not live.thread.is_alive()
+
+
+# -- cipher suites (issue 21) ---------------------------------------------------------------------
+
+CBC_ONLY = ("ECDHE-ECDSA-AES128-SHA256:ECDHE-RSA-AES128-SHA256:ECDHE-ECDSA-AES256-SHA384:ECDHE-RSA-AES256-SHA384:"
+            "ECDHE-ECDSA-AES128-SHA:ECDHE-RSA-AES128-SHA")
+
+
+def tls12_client(ciphers):
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    context.maximum_version = ssl.TLSVersion.TLSv1_2
+    context.set_ciphers(ciphers)
+    return context
+
+
+def test_tls12_offers_aead_suites_only_by_default(tls_server):
+    live = tls_server()
+    with pytest.raises(ssl.SSLError):
+        tls_connect(live, "alpha.test", context=tls12_client(CBC_ONLY)).close()
+    with tls_connect(live, "alpha.test", context=tls12_client("ALL")) as sock:
+        name, version, _ = sock.cipher()
+        assert version == "TLSv1.2" and ("GCM" in name or "CHACHA20" in name), name
+
+
+def test_tls_ciphers_setting_widens_the_suites(tls_server):
+    live = tls_server(tls_ciphers="HIGH:!aNULL")
+    with tls_connect(live, "alpha.test", context=tls12_client(CBC_ONLY)) as sock:
+        assert "GCM" not in sock.cipher()[0] and sock.cipher()[1] == "TLSv1.2"
+
+
+def test_bad_tls_ciphers_is_refused(pki):
+    srv, err = server.new({"ssl": pki.ssl, "tls_ciphers": "NOTHING-LIKE-THIS"})
+    assert srv is None and err.startswith("tls_ciphers: ")

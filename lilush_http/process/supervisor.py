@@ -20,6 +20,7 @@ from gevent.os import waitpid
 from gevent.select import select
 
 from .. import log, metrics
+from ..transport import listeners
 
 logger = logging.getLogger("lilush_http")
 
@@ -140,7 +141,14 @@ class Supervisor:
                 gevent.sleep(1)  # a worker that dies at once: do not spin
 
     def _stop_workers(self):
-        """SIGTERM every worker (again while they finish) until all have exited."""
+        """SIGTERM every worker (again while they finish) until all have exited. When
+        the server stops, after its ``drain_delay`` (the workers' own), the shared
+        listener stops taking connections for all of them at once (listeners.py)."""
+        for pid in self.workers:
+            _signal(pid, signal.SIGTERM)
+        if self.server.stopping and self.listener is not None:
+            gevent.sleep(self.config["drain_delay"])
+            listeners.stop_listening(self.listener)
         while self.workers:
             for pid in self.workers:
                 _signal(pid, signal.SIGTERM)

@@ -1,8 +1,9 @@
 """The accept step: one accepted socket up to the protocol driver that serves it.
 
 TCP_NODELAY, admission (slot watching when the pool is full), the PROXY
-header from a trusted proxy, the TLS handshake with SNI and ALPN, the
-per-address cap, the connection registry; then ``pick_driver`` chooses
+header from a trusted proxy, the per-address cap (before any TLS work), the
+TLS handshake with SNI and ALPN (watched by admission like a client owing its
+first request), the connection registry; then ``pick_driver`` chooses
 HTTP/2 (ALPN ``h2``, or the prior-knowledge preface on a plain connection)
 or HTTP/1.1, the one place where a protocol is chosen.
 """
@@ -47,11 +48,10 @@ class Acceptor:
     """The StreamServer handler of one Server. ``host`` is the server's view for
     drivers (``settings``, ``stopping``); the sets are the server's registries."""
 
-    def __init__(self, host, connections, handshaking, admission, deadlines, sessions):
+    def __init__(self, host, connections, admission, deadlines, sessions):
         self.host = host
         self.connections = connections  # open transports (stop, drain, deadlines, metrics, admission)
-        self.handshaking = handshaking  # descriptors of sockets still in the TLS handshake (stop)
-        self.admission = admission
+        self.admission = admission  # it also watches the TLS handshakes in progress
         self.deadlines = deadlines
         self.sessions = sessions
         self.pool = self.listener = None
@@ -81,16 +81,22 @@ class Acceptor:
             if client_ip is None:
                 sock.close()
                 return
+        if not self.admission.admit(client_ip):  # before any TLS work is spent on it
+            self._refuse(sock, client_ip, settings)
+            return
+        try:
+            self._serve_admitted(sock, client_ip, settings)
+        finally:
+            self.admission.leave(client_ip)
+
+    def _serve_admitted(self, sock, client_ip, settings):
+        """TLS, the Transport and its registration, the protocol driver; then close."""
         sni = alpn = None
         if settings.certificates is not None:
             sock, sni, alpn = self._handshake(sock, client_ip, settings)
             if sock is None:
                 return
         conn = Transport(sock, sni, settings.certificates is not None, client_ip, self.sessions, alpn)
-        if not self.admission.admit(conn):
-            http1.error_reply(conn, 503, "too many connections from %s" % client_ip)
-            conn.close()
-            return
         self.connections.add(conn)
         self.deadlines.start()
         try:
@@ -99,11 +105,21 @@ class Acceptor:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:
             self.connections.discard(conn)
-            self.admission.leave(conn)
             recorder = self.host.settings.recorder
             if recorder is not None:
                 recorder.count_received(conn.take_received())
             conn.close()
+
+    @staticmethod
+    def _refuse(sock, client_ip, settings):
+        """Over connections_per_ip: a plain connection gets a 503; a TLS one is closed
+        before its handshake (a response would need one)."""
+        if settings.certificates is not None:
+            sock.close()
+            return
+        conn = Transport(sock, client_ip=client_ip)
+        http1.error_reply(conn, 503, "too many connections from %s" % client_ip)
+        conn.close()
 
     def _proxy_header(self, sock, peer, settings):
         """The client address of the PROXY header a trusted proxy must send, or None."""
@@ -118,18 +134,16 @@ class Acceptor:
 
     def _handshake(self, sock, client_ip, settings):
         """(TLS socket, SNI, ALPN), or (None, None, None) when the handshake failed."""
-        fd = sock.fileno()  # the TLS socket takes the descriptor over
-        self.handshaking.add(fd)
-        try:
-            return settings.certificates.handshake(sock, settings.cfg["tls_handshake_timeout"])
-        except tls.HandshakeFailed as exc:
-            logger.debug("connection from %s: %s", client_ip, exc)
-            metrics.record_tls_handshake_failure()
-            if exc.plain_http is not None:  # a readable 400 instead of a reset
-                conn = Transport(exc.plain_http)
-                http1.error_reply(conn, 400, "Plain HTTP request sent to a TLS port")
-                conn.close()
-            sock.close()
-            return None, None, None
-        finally:
-            self.handshaking.discard(fd)
+        # Watched by admission as a client owing its first bytes: cut when slow and the pool is full.
+        with self.admission.handshaking(sock, client_ip):
+            try:
+                return settings.certificates.handshake(sock, settings.cfg["tls_handshake_timeout"])
+            except tls.HandshakeFailed as exc:
+                logger.debug("connection from %s: %s", client_ip, exc)
+                metrics.record_tls_handshake_failure()
+                if exc.plain_http is not None:  # a readable 400 instead of a reset
+                    conn = Transport(exc.plain_http)
+                    http1.error_reply(conn, 400, "Plain HTTP request sent to a TLS port")
+                    conn.close()
+                sock.close()
+                return None, None, None

@@ -46,9 +46,11 @@ class Phase(enum.Enum):
     BODY = "body"  # a request body
     HANDLER = "handler"  # the server's turn
     SENDING = "sending"  # the client to take the response
+    HANDSHAKE = "handshake"  # the client's TLS handshake (admission.Handshake, before a Transport exists)
 
 
 IDLE, HEAD, BODY, HANDLER, SENDING = Phase.IDLE, Phase.HEAD, Phase.BODY, Phase.HANDLER, Phase.SENDING
+HANDSHAKE = Phase.HANDSHAKE
 
 
 class ConnectionEnded(Exception):
@@ -247,6 +249,12 @@ class Receiving:
         if self.pending:
             self.flush(deadline - self.idle_since)
         try:
+            # A new connection reads once first: on a busy server its request has mostly
+            # arrived by the time its greenlet runs, and that saves it a turn of the hub
+            # behind every busy connection (issue 21); one failed read otherwise.
+            data = self._read_now() if self.requests == 1 else None  # counted in received
+            if data is not None:
+                return data
             data = self._blocking(self._receive, RECV_SIZE, deadline, "keepalive timeout", False)
         finally:
             self.phase = HEAD

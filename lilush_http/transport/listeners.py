@@ -7,14 +7,25 @@ afterwards share the socket. ``Listener.close()`` removes a unix socket file
 it created.
 """
 
+import ctypes
+import logging
 import os
+import resource
 import socket
 import stat
+import struct
 
 import _socket
 from gevent import socket as gsocket
 
+logger = logging.getLogger("lilush_http")
+
 SD_LISTEN_FDS_START = 3  # systemd passes the sockets from descriptor 3 on
+SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
+# A classic BPF program of one instruction, "return 0": every packet is dropped.
+DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+TCP_INFO_SIZE = 136
+ACCEPT_QUEUE = struct.Struct("24xI")  # tcpi_unacked: of a listener, its accept queue
 
 
 class Listener:
@@ -34,6 +45,48 @@ class Listener:
                 os.unlink(self._unix_path)
             except OSError:
                 pass
+
+
+def reserve_descriptors(connection_limit):
+    """Raise this process's soft descriptor limit (up to the hard one) to what
+    ``connection_limit`` connections may need: one each, one more for a file being
+    sent, and some for the rest. Warns when the hard limit is lower."""
+    wanted = 2 * connection_limit + 64
+    try:
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        if soft != resource.RLIM_INFINITY and soft < wanted:
+            soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+            resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot raise the descriptor limit for connection_limit %d: %s", connection_limit, exc)
+        return
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        logger.warning("connection_limit %d may need %d descriptors; the limit is %d (ulimit -n)",
+                       connection_limit, wanted, soft)
+
+
+def stop_listening(sock):
+    """Have the kernel answer no new connection attempt on the TCP listener ``sock``,
+    in every process sharing it at once, while the connections it already queued
+    stay to be accepted: a filter that drops every packet arriving on it, so a new
+    client's SYN goes unanswered and its retry finds the port closed (refused).
+    True when done (Linux), False otherwise."""
+    if sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return False
+    program = struct.pack("HL", 1, ctypes.addressof(DROP_ALL))  # struct sock_fprog
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
+    except (OSError, ValueError):
+        return False
+    return True
+
+
+def queued(sock):
+    """How many connections wait in the TCP listener's accept queue (Linux), else None."""
+    try:
+        return ACCEPT_QUEUE.unpack_from(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, TCP_INFO_SIZE))[0]
+    except (OSError, ValueError, struct.error, AttributeError):
+        return None
 
 
 def listen(cfg):

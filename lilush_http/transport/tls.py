@@ -1,8 +1,9 @@
 """TLS: server contexts built once per ``configure``, and SNI choosing among them.
 
 The ``ssl`` config is ``{"default": {"cert", "key"}, "hosts": {name: {"cert", "key"}}}``.
-Each pair is loaded into its own context (TLS 1.2 minimum, ALPN: the protocols the
-server speaks, ``http/1.1`` and, once its driver is in, ``h2``).
+Each pair is loaded into its own context (TLS 1.2 minimum with the suites of
+``tls_ciphers``: AEAD only by default; ALPN: the protocols the server speaks,
+``http/1.1`` and, once its driver is in, ``h2``).
 The default context's SNI callback switches a connection to the context of
 the name the client asked for (case-insensitive; ``*.example.com`` matches
 one label); other names, and clients that send no SNI, get the default.
@@ -14,6 +15,8 @@ import ssl
 import gevent
 from gevent import socket as gevent_socket
 from gevent import ssl as gevent_ssl
+
+from ..config import MOZILLA_INTERMEDIATE
 
 
 class HandshakeFailed(Exception):
@@ -89,9 +92,13 @@ def _no_passphrase():
     raise _EncryptedKey()
 
 
-def _context(where, pair, alpn):
+def _context(where, pair, alpn, ciphers):
     context = gevent_ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    try:
+        context.set_ciphers(ciphers)  # TLS 1.2 suites (config tls_ciphers)
+    except ssl.SSLError:
+        return None, "tls_ciphers: no cipher suite of %r is available" % (ciphers,)
     context.set_alpn_protocols(list(alpn))
     # Read EOF without close_notify as a plain end of input (as nginx does). Otherwise
     # OpenSSL 3 answers it with a fatal decode_error alert, and that is what a client
@@ -112,20 +119,21 @@ def _context(where, pair, alpn):
     return context, None
 
 
-def build(ssl_config, alpn=("http/1.1",)):
+def build(ssl_config, alpn=("http/1.1",), ciphers=MOZILLA_INTERMEDIATE):
     """``(Certificates, None)`` for a validated ``ssl`` table, or ``(None, err)``
     naming the host and the file that failed; ``(None, None)`` when TLS is off.
-    ``alpn``: the protocols offered, in order of preference."""
+    ``alpn``: the protocols offered, in order of preference; ``ciphers``: the
+    TLS 1.2 suites (an OpenSSL cipher list)."""
     if not ssl_config:
         return None, None
-    default, err = _context("ssl.default", ssl_config["default"], alpn)
+    default, err = _context("ssl.default", ssl_config["default"], alpn, ciphers)
     if err:
         return None, err
     hosts, wildcards = {}, {}
     for name, pair in (ssl_config.get("hosts") or {}).items():
         if not isinstance(name, str) or not name.strip(".") or name.strip(".") == "*":
             return None, "ssl.hosts: %r is not a host name" % (name,)
-        context, err = _context("ssl.hosts[%r]" % name, pair, alpn)
+        context, err = _context("ssl.hosts[%r]" % name, pair, alpn, ciphers)
         if err:
             return None, err
         name = name.lower().rstrip(".")
