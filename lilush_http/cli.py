@@ -31,6 +31,14 @@ def _scalar(text):
     return text
 
 
+def _boolean(text):
+    """A generated flag's true/false value."""
+    words = {"true": True, "yes": True, "on": True, "1": True, "false": False, "no": False, "off": False, "0": False}
+    if text.lower() not in words:
+        raise argparse.ArgumentTypeError("expected true or false, got %r" % text)
+    return words[text.lower()]
+
+
 def _keys_help():
     lines = ["config keys and their defaults (any of them: --set KEY=VALUE, JSON values, dotted keys):"]
     for key, value in configuration.flat():
@@ -41,6 +49,11 @@ def _keys_help():
 
 
 def parse_args(argv):
+    return make_parser().parse_args(argv)
+
+
+def make_parser():
+    """The command line's parser (docs/cli.rst is generated from it)."""
     parser = argparse.ArgumentParser(
         prog="lilush-http", usage="%(prog)s [MODULE:HANDLER] [options]",
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_keys_help(),
@@ -56,13 +69,15 @@ def parse_args(argv):
                         help="Cache-Control sent with every file under --root (e.g. 'public, max-age=3600')")
     parser.add_argument("--no-listing", action="store_true",
                         help="answer 404 for a directory under --root without index.html")
-    parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"])
+    parser.add_argument("--log-level", choices=["debug", "access", "info", "warn", "error"],
+                        help="messages logged: access logs every request (default access)")
     parser.add_argument("--workers", type=int, help="processes sharing the port (default 1)")
     parser.add_argument("--tls-cert", metavar="CERT.pem", help="certificate of the default TLS pair")
     parser.add_argument("--tls-key", metavar="KEY.pem", help="private key of the default TLS pair")
     parser.add_argument("--metrics", metavar="IP:PORT", help="serve Prometheus metrics on this address")
     parser.add_argument("--wsgi", metavar="MODULE:APP", help="serve a WSGI application instead of a handler")
     parser.add_argument("--unix", metavar="PATH", help="listen on a unix socket instead of ip/port")
+    parser.add_argument("--unix-socket-mode", metavar="MODE", help="mode of the unix socket file, octal (e.g. 0660)")
     parser.add_argument("--fd", type=int, metavar="N", help="serve on the listening socket inherited as descriptor N")
     parser.add_argument("--reuse-port", action="store_true", default=None,
                         help="SO_REUSEPORT: another instance may bind the same port (hand-overs)")
@@ -74,14 +89,15 @@ def parse_args(argv):
                         help="do not run gevent.monkey.patch_all() before importing the handler")
     parser.add_argument("--access-log", metavar="PATH|-", help="access log file, - for stderr (default -)")
     parser.add_argument("--error-log", metavar="PATH|-", help="error log file, - for stderr (default -)")
-    for key, default in configuration.DEFAULTS.items():
-        if key not in OWN_FLAGS and type(default) in (int, float, str):
-            parser.add_argument("--" + key.replace("_", "-"), dest=key, type=_scalar, metavar="VALUE",
-                                help="config %s (default %s)" % (key, default))
+    for key, default in configuration.flat():  # nested keys too: --compression-level
+        if key not in OWN_FLAGS and type(default) in (int, float, str, bool):
+            parser.add_argument("--" + key.replace("_", "-").replace(".", "-"), dest=key, metavar="VALUE",
+                                type=_boolean if type(default) is bool else _scalar,
+                                help="config %s (default %s)" % (key, json.dumps(default)))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="set any config key: dotted for nested ones, the value as JSON "
                              "(e.g. --set compression.level=9 --set 'log_headers=[\"referer\"]')")
-    return parser.parse_args(argv)
+    return parser
 
 
 def check_spec(spec, what="handler"):
@@ -122,6 +138,17 @@ def _import_traceback(exc):
             + "".join(traceback.format_exception_only(type(exc), exc))).rstrip()
 
 
+def _put(config, key, value):
+    """Set the dotted ``key`` in ``config``, making the nested tables on the way."""
+    *path, last = key.split(".")
+    table = config
+    for part in path:
+        if not isinstance(table.get(part), dict):
+            table[part] = {}
+        table = table[part]
+    table[last] = value
+
+
 def build_config(args):
     config = {}
     if args.config:
@@ -140,17 +167,11 @@ def build_config(args):
             value = json.loads(text)
         except ValueError:
             value = text  # a plain string needs no JSON quotes
-        *path, last = key.split(".")
-        table = config
-        for part in path:
-            if not isinstance(table.get(part), dict):
-                table[part] = {}
-            table = table[part]
-        table[last] = value
-    for key in configuration.DEFAULTS:
+        _put(config, key, value)
+    for key, _ in configuration.flat():
         value = getattr(args, key, None)
         if value is not None:
-            config[key] = value
+            _put(config, key, value)
     if args.unix is not None:
         config["unix_socket"] = args.unix
     if args.trusted_proxies is not None:

@@ -74,6 +74,92 @@ DEFAULTS = {
     "metrics": None,
 }
 
+# What each key means, one entry per dotted key of DEFAULTS (reStructuredText). The
+# settings reference (docs/settings.rst) is generated from DEFAULTS, validate()'s message
+# for a wrong value, the CLI's flags and this table; tests/test_docs.py fails on a key
+# without a meaning here.
+MEANINGS = {
+    "ip": "Bind address: IPv4, IPv6 or ``localhost``.",
+    "port": "Bind port; ``0`` lets the system pick a free one (``srv.address`` tells which).",
+    "backlog": "Listen backlog: connections the kernel queues before the server accepts them.",
+    "unix_socket": "Listen on this unix socket path instead of ``ip``/``port``; a stale socket "
+                   "file is replaced, a live one is a bind error. Removed on stop.",
+    "unix_socket_mode": "Mode of the unix socket file, an octal string such as ``\"0660\"``, set "
+                        "before anyone can connect.",
+    "fd": "Serve the already-bound listening socket inherited as this descriptor "
+          "(``listen()`` is called on it again with ``backlog``).",
+    "reuse_port": "``SO_REUSEPORT``: another instance may bind the same port (hand-overs).",
+    "trusted_proxies": "Addresses or CIDRs (``\"*\"`` for all) whose ``X-Real-IP``, "
+                       "``X-Forwarded-For``, ``X-Forwarded-Proto``, ``Forwarded`` and PROXY "
+                       "headers are believed. Peers on a unix socket are always trusted.",
+    "proxy_protocol": "Every connection starts with a PROXY protocol v1 or v2 header from a "
+                      "trusted peer; a connection without one is closed.",
+    "workers": "Processes serving the port; above 1, ``serve()`` supervises forked workers.",
+    "connection_limit": "Connections served at once (the gevent pool size; Lilush's default is 64). "
+                        "When all are taken and clients wait, slow clients are cut and slots rotate "
+                        "(see :doc:`robustness`).",
+    "requests_per_connection": "The response to this request on a connection carries "
+                               "``Connection: close``.",
+    "max_body_size": "Request body cap in bytes, Content-Length and chunked (413); enforced as "
+                     "a streamed body is read.",
+    "request_line_limit": "Longest request line (414) or header line (431), in bytes.",
+    "max_headers": "Most header lines (or trailer lines) in a request (431).",
+    "keepalive_idle_timeout": "Seconds to wait for the next request on an open connection.",
+    "request_header_timeout": "Deadline for the whole request head once it has started (408).",
+    "request_body_timeout": "Deadline for the whole body (408); for a streamed body, each wait "
+                            "for the client's bytes.",
+    "response_send_timeout": "Deadline for writing one response.",
+    "tls_handshake_timeout": "Deadline for the server-side TLS handshake.",
+    "tls_ciphers": "OpenSSL cipher list of the TLS 1.2 suites offered; the default is Mozilla's "
+                   "\"intermediate\" AEAD-only list (no CBC suites, so no LUCKY13). TLS 1.3 suites are "
+                   "not affected. A list that selects no suite is refused by ``configure``.",
+    "drain_delay": "Seconds to keep serving after SIGTERM/SIGINT (``stop()``), every response with "
+                   "``Connection: close``, before the stop itself; ``0``: stop at once. For load "
+                   "balancers that take a moment to stop sending (see :doc:`deploying`).",
+    "min_rate": "Bytes a second below which, with every slot taken and a client waiting, a "
+                "client sending its request or reading its response is cut.",
+    "min_rate_window": "How long (or two round trips, if longer) a connection is watched before "
+                       "``min_rate`` applies: a fresh connection's chance to send its request.",
+    "connections_per_ip": "Most open connections per client address; more get 503. ``0``: "
+                          "no cap.",
+    "compression.enabled": "Compress eligible responses (gzip, deflate, br) when the client "
+                           "asks for it.",
+    "compression.min_size": "Bodies smaller than this many bytes are sent as they are.",
+    "compression.level": "Compression level, 0 to 9 (zlib's scale; mapped onto ISA-L's when "
+                         "``isal`` is installed).",
+    "compression.cache_size": "Bytes of compressed bodies kept for reuse (a body enters on its "
+                              "second sight); ``0`` turns the cache off.",
+    "compression.types": "Content types eligible for compression (parameters ignored).",
+    "log_level": "``debug``, ``access`` (one line per request), ``info``, ``warn`` or "
+                 "``error``.",
+    "log_headers": "Request headers copied into each access log entry.",
+    "access_log": "Access log file, ``\"-\"`` for stderr; unset: the ``lilush_http.access`` "
+                  "logger (the CLI's default is ``\"-\"``). Reopened on SIGUSR1.",
+    "access_log_format": "``json`` (one object per line) or ``combined`` (Apache/nginx, for "
+                         "GoAccess).",
+    "error_log": "File for the server's own messages, ``\"-\"`` for stderr; unset: Python's "
+                 "logging setup.",
+    "ssl": "TLS: ``{\"default\": {\"cert\", \"key\"}, \"hosts\": {name: {\"cert\", "
+           "\"key\"}}}``; the client's SNI name picks the host's pair (see :doc:`tls`).",
+    "redis": "A Redis client for handlers as ``ctx[\"redis\"]``: ``{host, port, db, password, "
+             "unix_socket, timeout, max_connections}``, or ``url``, or ``sentinels`` and "
+             "``service_name`` (see :ref:`redis`).",
+    "websocket.max_message_size": "Largest WebSocket message, reassembled and inflated "
+                                  "(else close 1009).",
+    "websocket.session_limit": "WebSocket sessions at once, counted apart from "
+                               "``connection_limit`` (else 503).",
+    "websocket.ping_interval": "Ping a peer silent this many seconds (while the handler waits "
+                               "in ``receive``).",
+    "websocket.pong_timeout": "Then close with 1011 if it still sends nothing this long.",
+    "websocket.send_timeout": "Deadline for a frame to leave; a peer that stops reading is "
+                              "cut.",
+    "websocket.close_timeout": "Wait this long for the peer's close frame in the closing "
+                               "handshake.",
+    "websocket.compression": "Accept permessage-deflate (RFC 7692) when the client offers it.",
+    "metrics": "Serve Prometheus metrics on ``{\"ip\", \"port\"}`` (defaults "
+               "``127.0.0.1``, ``9101``), a listener apart (see :ref:`metrics`).",
+}
+
 POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
 POSITIVE_NUMBERS = ("keepalive_idle_timeout", "request_header_timeout", "request_body_timeout",
                     "response_send_timeout", "tls_handshake_timeout", "min_rate_window")

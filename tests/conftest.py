@@ -281,3 +281,27 @@ def cli(args, cwd, timeout=15):
     """Run the CLI to its end (an error case); the CompletedProcess, stderr as text."""
     return subprocess.run([sys.executable, "-m", "lilush_http"] + list(args), cwd=str(cwd), capture_output=True,
                           text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+
+
+class HeadlessChromium:
+    """Headless Chromium opening ``url`` with a fresh profile under ``tmp_path``, offline
+    (no background networking, updates or sync); ``with`` ends it, killed if it lingers."""
+
+    def __init__(self, url, tmp_path, *flags):
+        profile = tmp_path / "chromium-profile"
+        profile.mkdir(exist_ok=True)
+        self.proc = subprocess.Popen(
+            [need_program("chromium"), "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             "--user-data-dir=%s" % profile, *flags, url], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def __enter__(self):
+        return self.proc
+
+    def __exit__(self, *exc):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(5)

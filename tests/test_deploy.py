@@ -2,7 +2,7 @@
 HAProxy with the PROXY protocol and health checks (also a rolling restart under
 ab), nginx over a unix socket with upstream keepalive, systemd socket
 activation, an inherited --fd, SO_REUSEPORT, unix socket files. The configs
-are the ones README's "Deploying" section shows (test_readme_shows_these_configs)."""
+are the ones docs/deploying.rst shows, from docs/examples/deploy/ (test_docs_show_these_configs)."""
 
 import json
 import os
@@ -20,7 +20,7 @@ import requests
 
 from conftest import ACCESS, cli, free_port, need_program, read_response, read_to_end
 
-README = Path(__file__).resolve().parent.parent / "README.rst"
+DEPLOY_EXAMPLES = Path(__file__).resolve().parent.parent / "docs" / "examples" / "deploy"
 
 APP = """
     import json, os
@@ -37,8 +37,8 @@ APP = """
         return json.dumps(seen), 200, {"content-type": "application/json"}
 """
 
-# The configs README shows, with {placeholders} the tests fill in; README has them
-# filled in with the EXAMPLE values.
+# The configs the docs show, with {placeholders} the tests fill in; docs/examples/deploy/
+# has them filled in with the EXAMPLE values.
 NGINX_HTTP = """
     upstream app {
         server unix:{socket};
@@ -105,10 +105,11 @@ EXAMPLE = {"port": "80", "socket": "/run/app/app.sock", "send_proxy": "send-prox
            "cwd": "/srv/app", "python": "/srv/app/.venv/bin/python"}
 
 
-@pytest.mark.parametrize("template", [NGINX_HTTP, HAPROXY_CFG, SYSTEMD_SOCKET, SYSTEMD_SERVICE])
-def test_readme_shows_these_configs(template):
-    block = textwrap.indent(render(template, **EXAMPLE).strip("\n"), "    ")
-    assert block in README.read_text(), block
+@pytest.mark.parametrize("name, template", [("nginx.conf", NGINX_HTTP), ("haproxy.cfg", HAPROXY_CFG),
+                                            ("app.socket", SYSTEMD_SOCKET), ("app.service", SYSTEMD_SERVICE)])
+def test_docs_show_these_configs(name, template):
+    shown = (DEPLOY_EXAMPLES / name).read_text()
+    assert shown == render(template, **EXAMPLE).strip("\n") + "\n", name
 
 
 def render(template, **values):

@@ -18,7 +18,7 @@ from websockets.sync.client import connect as websockets_connect
 from wsproto import ConnectionType, WSConnection
 from wsproto.events import AcceptConnection, BytesMessage, CloseConnection, Request, TextMessage
 
-from conftest import need_program, read_response, read_to_end
+from conftest import HeadlessChromium, need_program, read_response, read_to_end
 from lilush_http import websocket
 
 ECHO_MODULE = '''
@@ -452,7 +452,6 @@ ws.onerror = () => report({error: true});
 
 
 def test_chromium_echoes_100_messages_with_a_1mb_one(live_server, tmp_path):
-    chromium = need_program("chromium")
     results = []
 
     def handle(method, query, args, headers, body, ctx):
@@ -463,21 +462,8 @@ def test_chromium_echoes_100_messages_with_a_1mb_one(live_server, tmp_path):
             return "thanks", 200, {}
         return echo(method, query, args, headers, body, ctx)
     live = live_server(handle)
-    profile = tmp_path / "profile"
-    profile.mkdir()
-    browser = subprocess.Popen([chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
-                                "--no-first-run", "--disable-background-networking", "--disable-component-update",
-                                "--disable-sync", "--user-data-dir=%s" % profile, live.url + "/"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
+    with HeadlessChromium(live.url + "/", tmp_path, "--disable-quic") as browser:
         wait_until(lambda: results or browser.poll() is not None, within=60)
-    finally:
-        browser.terminate()
-        try:
-            browser.wait(10)
-        except subprocess.TimeoutExpired:
-            browser.kill()
-            browser.wait(5)
     assert len(results) == 1 and results[0]["extensions"].startswith("permessage-deflate")
     assert {k: results[0][k] for k in ("received", "mismatches", "code")} == {
         "received": 100, "mismatches": 0, "code": 1000}
