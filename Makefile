@@ -23,14 +23,17 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
 # make bench: lilush_http against granian, pywsgi, gunicorn -k gevent and uvicorn (wrk on loopback);
-# bench/websocket_echo.py: WebSocket echo against gevent-websocket and the websockets library.
+# bench/websocket_echo.py: WebSocket echo against gevent-websocket and the websockets library;
+# bench/http2.py: HTTP/2 (h2load) against hypercorn, gunicorn's gevent worker and granian.
 bench: $(STAMP)
 	command -v wrk >/dev/null || (apt-get update -qq && apt-get install -y -qq wrk)
+	command -v h2load >/dev/null || (apt-get update -qq && apt-get install -y -qq nghttp2-client)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
 	$(BIN)/python bench/run.py $(BENCH_ARGS)
 	$(BIN)/python bench/idle.py
 	$(BIN)/python bench/websocket_echo.py
 	$(BIN)/python bench/charts.py
+	$(BIN)/python bench/http2.py
 
 # -W: any warning fails, -n: every reference must resolve; then every internal link and
 # image of the built pages is checked (no network: external links are not visited).

@@ -107,6 +107,7 @@ class AccessLog:
         if request is not None:
             entry["method"] = request.method
             entry["target"] = request.target
+            entry["protocol"] = request.version
         else:
             entry["request"] = request_line(raw_head or b"")
         entry["status"] = status

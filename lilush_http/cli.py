@@ -18,7 +18,8 @@ from . import config as configuration
 
 # Config keys with a hand-written flag (the other scalar keys get a generated one).
 OWN_FLAGS = ("ip", "port", "log_level", "workers", "access_log", "error_log",
-             "unix_socket", "fd", "reuse_port", "trusted_proxies", "proxy_protocol", "metrics")
+             "unix_socket", "fd", "reuse_port", "trusted_proxies", "proxy_protocol", "metrics",
+             "http2")
 
 
 def _scalar(text):
@@ -85,6 +86,8 @@ def make_parser():
                         help="addresses or CIDRs whose forwarding headers are believed (default 127.0.0.1,::1)")
     parser.add_argument("--proxy-protocol", action="store_true", default=None,
                         help="every connection starts with a PROXY protocol v1/v2 header")
+    parser.add_argument("--no-http2", dest="http2", action="store_false", default=None,
+                        help="serve HTTP/1.1 only: no ALPN h2, no prior-knowledge HTTP/2 (default: both on)")
     parser.add_argument("--no-monkey-patch", action="store_true",
                         help="do not run gevent.monkey.patch_all() before importing the handler")
     parser.add_argument("--access-log", metavar="PATH|-", help="access log file, - for stderr (default -)")

@@ -72,6 +72,9 @@ DEFAULTS = {
         "compression": True,
     },
     "metrics": None,
+    "http2": True,
+    "http2_max_concurrent_streams": 100,
+    "http2_max_resets": 100,
 }
 
 # What each key means, one entry per dotted key of DEFAULTS (reStructuredText). The
@@ -158,9 +161,19 @@ MEANINGS = {
     "websocket.compression": "Accept permessage-deflate (RFC 7692) when the client offers it.",
     "metrics": "Serve Prometheus metrics on ``{\"ip\", \"port\"}`` (defaults "
                "``127.0.0.1``, ``9101``), a listener apart (see :ref:`metrics`).",
+    "http2": "Serve HTTP/2 too: TLS listeners offer ALPN ``h2`` before ``http/1.1``, plain "
+             "listeners take the prior-knowledge preface (see :doc:`http2`). ``false`` serves "
+             "HTTP/1.1 only (``--no-http2``).",
+    "http2_max_concurrent_streams": "SETTINGS_MAX_CONCURRENT_STREAMS: the streams one HTTP/2 "
+                                    "connection may have open at once; a stream over it is refused "
+                                    "with RST_STREAM REFUSED_STREAM, the connection goes on.",
+    "http2_max_resets": "Streams an HTTP/2 client may reset before their response ended, within "
+                        "10 seconds (more in a burst), before its connection gets GOAWAY "
+                        "ENHANCE_YOUR_CALM (Rapid Reset, CVE-2023-44487).",
 }
 
-POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers")
+POSITIVE_INTS = ("backlog", "workers", "connection_limit", "requests_per_connection", "request_line_limit", "max_headers",
+                 "http2_max_concurrent_streams", "http2_max_resets")
 POSITIVE_NUMBERS = ("keepalive_idle_timeout", "request_header_timeout", "request_body_timeout",
                     "response_send_timeout", "tls_handshake_timeout", "min_rate_window")
 
@@ -268,7 +281,7 @@ def _validate_listener(cfg):
     fd = cfg["fd"]
     if fd is not None and (not _is_int(fd) or fd < 0):
         return "fd: expected a descriptor number >= 0, got %r" % (fd,)
-    for key in ("reuse_port", "proxy_protocol"):
+    for key in ("reuse_port", "proxy_protocol", "http2"):
         if type(cfg[key]) is not bool:
             return "%s: expected true or false, got %r" % (key, cfg[key])
     return None

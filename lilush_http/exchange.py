@@ -244,7 +244,10 @@ def record(settings, request, client_ip, status, size, started, forwarded_real_i
     if access_logger.isEnabledFor(ACCESS):
         settings.access.log(request, client_ip, status, size, started, forwarded_real_ip, raw_head, trusted)
     if settings.recorder is not None:
-        settings.recorder.request(request.method if request is not None else "-", status, size, started)
+        if request is None:
+            settings.recorder.request("-", status, size, started, "-")
+        else:
+            settings.recorder.request(request.method, status, size, started, request.version)
 
 
 def _file_size(f):

@@ -93,7 +93,7 @@ class Recorder:
         self.connections = connections  # the server's open transports, whose phases are sampled
         self.registry = registry = CollectorRegistry(auto_describe=True)
         # Counted on the request path, folded by flush().
-        self.requests = {}  # (method, status) -> count
+        self.requests = {}  # (method, status, protocol) -> count
         self.durations = [0] * (len(DURATION_BUCKETS) + 1)  # per bucket, the last one +Inf
         self.duration_sum = 0.0
         self.bytes_in = self.bytes_out = 0
@@ -109,8 +109,8 @@ class Recorder:
         def gauge(name, text, labels=()):
             return Gauge("lilush_http_" + name, text, labels, registry=registry, multiprocess_mode="livesum")
 
-        self.m_requests = counter("requests", "Requests answered, by method and status class",
-                                  ("method", "status"))
+        self.m_requests = counter("requests", "Requests answered, by method, status class and protocol",
+                                  ("method", "status", "protocol"))
         self.m_duration = Histogram("lilush_http_request_duration_seconds",
                                     "From the end of the request head to the end of the response",
                                     buckets=DURATION_BUCKETS, registry=registry)
@@ -129,9 +129,10 @@ class Recorder:
 
     # -- the request path --------------------------------------------------------
 
-    def request(self, method, status, size, started):
-        """One answered request: ``started`` is its perf_counter time, or None (refused)."""
-        key = (method, status)
+    def request(self, method, status, size, started, protocol="HTTP/1.1"):
+        """One answered request (an HTTP/2 stream counts as one): ``started`` is its
+        perf_counter time, or None (refused); ``protocol`` is its request's version."""
+        key = (method, status, protocol)
         try:
             self.requests[key] += 1
         except KeyError:
@@ -184,8 +185,8 @@ class Recorder:
             self.tls_failures, self.websockets_opened, 0, 0)
 
         folded = {}
-        for (method, status), n in requests.items():
-            _count(folded, (method if method in METHODS else "other", "%dxx" % (status // 100)), n)
+        for (method, status, protocol), n in requests.items():
+            _count(folded, (method if method in METHODS else "other", "%dxx" % (status // 100), protocol), n)
         for labels, n in folded.items():
             self.m_requests.labels(*labels).inc(n)
         if duration_sum or any(durations):

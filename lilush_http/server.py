@@ -25,7 +25,7 @@ from .log import LEVELS, Logger, ensure_output, use_error_log
 from .protocols import http1
 from .settings import freeze
 from .transport import listeners, tls
-from .transport.accept import ALPN, Acceptor
+from .transport.accept import Acceptor, alpn_offered
 from .transport.admission import Admission
 from .transport.connection import Transport
 from .transport.deadlines import Deadlines
@@ -98,7 +98,7 @@ class Server:
         err = configuration.validate(merged)
         if err:
             return None, err
-        certificates, err = tls.build(merged["ssl"], ALPN, merged["tls_ciphers"])
+        certificates, err = tls.build(merged["ssl"], alpn_offered(merged), merged["tls_ciphers"])
         if err:
             return None, err
         if merged["redis"] != self.cfg["redis"]:  # a new pool only when the settings change

@@ -221,10 +221,20 @@ def test_openssl_s_client_alpn_http11(tls_server, pki):
     assert code == 0, err
     assert "ALPN protocol: http/1.1" in out
     assert pki.der[pem_in(out)] == "beta"
-    # A client offering h2 too still gets http/1.1.
+    # A client offering h2 too gets h2 (HTTP/2 is on by default) ...
+    code, out, err = s_client(live, "-servername", "alpha.test", "-CAfile", pki.ca, "-alpn", "h2,http/1.1")
+    assert code == 0, err
+    assert "ALPN protocol: h2" in out
+
+
+def test_openssl_s_client_alpn_without_http2(tls_server, pki):
+    """... and http/1.1 when http2 is off: h2 is not offered at all."""
+    live = tls_server(http2=False)
     code, out, err = s_client(live, "-servername", "alpha.test", "-CAfile", pki.ca, "-alpn", "h2,http/1.1")
     assert code == 0, err
     assert "ALPN protocol: http/1.1" in out
+    code, out, err = s_client(live, "-servername", "alpha.test", "-CAfile", pki.ca, "-alpn", "h2")
+    assert "ALPN protocol: h2" not in out
 
 
 def test_openssl_s_client_request_with_uppercase_sni(tls_server, pki):

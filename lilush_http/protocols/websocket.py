@@ -46,6 +46,10 @@ INTERNAL_ERROR = 1011
 ABNORMAL = 1006
 
 
+# What upgrade() says on HTTP/2, where it answers nothing: the handler gives the answer.
+NEEDS_HTTP1 = "a WebSocket needs HTTP/1.1; this request came over HTTP/2"
+
+
 def check(method, headers, version="HTTP/1.1"):
     """Why this request is not a WebSocket opening handshake: (status, message),
     or (None, None) when it is one (sans-I/O)."""
@@ -69,9 +73,13 @@ def check(method, headers, version="HTTP/1.1"):
 def upgrade(method, headers, ctx, protocols=None):
     """Answer a WebSocket opening handshake with 101: ``(WebSocket, None)``; or
     ``(None, err)`` after answering 400, 426 (not an upgrade) or 503 (the
-    server is at ``websocket.session_limit``). ``protocols``: the subprotocols
-    this handler speaks; the first one the client offers is chosen."""
+    server is at ``websocket.session_limit``). On HTTP/2 it answers nothing and
+    returns ``(None, NEEDS_HTTP1)``: the handler gives the answer (e.g. a 426).
+    ``protocols``: the subprotocols this handler speaks; the first one the
+    client offers is chosen."""
     conn = ctx["client"]
+    if conn is None:  # HTTP/2: no connection of its own to hand over (RFC 8441 is not offered)
+        return None, NEEDS_HTTP1
     cfg = ctx["cfg"]["websocket"]
     status, err = check(method, headers, ctx.get("version", "HTTP/1.1"))
     if status is not None:

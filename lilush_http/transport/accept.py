@@ -15,19 +15,23 @@ import traceback
 from .. import forwarding, metrics
 from ..protocols import http1, http2
 from . import tls
-from .connection import Transport
+from .connection import ConnectionEnded, Transport
 from .proxy import read_proxy_header
 
 logger = logging.getLogger("lilush_http")
 
-ALPN = (("h2", "http/1.1") if http2.AVAILABLE else ("http/1.1",))  # offered in this order
+
+def alpn_offered(cfg):
+    """The protocols TLS offers through ALPN, in order of preference (h2 unless ``http2`` is off)."""
+    return ("h2", "http/1.1") if http2.AVAILABLE and cfg["http2"] else ("http/1.1",)
 
 
-def pick_driver(conn, alpn, timeout):
+def pick_driver(conn, alpn, cfg):
     """The driver for ``conn``: HTTP/2 for ALPN ``h2`` or, on a plain connection, a
     client opening with the HTTP/2 preface (left in the buffer); else HTTP/1.1."""
-    if http2.AVAILABLE and (alpn == "h2" or (alpn is None and not conn.tls
-                                             and conn.starts_with(http2.PREFACE, timeout))):
+    if http2.AVAILABLE and cfg["http2"] and (
+            alpn == "h2" or (alpn is None and not conn.tls
+                             and conn.starts_with(http2.PREFACE, cfg["keepalive_idle_timeout"]))):
         return http2.serve
     return http1.serve
 
@@ -100,7 +104,9 @@ class Acceptor:
         self.connections.add(conn)
         self.deadlines.start()
         try:
-            pick_driver(conn, alpn, settings.cfg["keepalive_idle_timeout"])(conn, self.host, client_ip)
+            pick_driver(conn, alpn, settings.cfg)(conn, self.host, client_ip)
+        except ConnectionEnded:  # gone (or silent) before its first bytes told the protocol
+            pass
         except Exception:
             logger.error("connection from %s failed:\n%s", client_ip, traceback.format_exc())
         finally:

@@ -181,6 +181,19 @@ class Sending:
         finally:
             self.phase = phase
 
+    def send_now(self, data):
+        """What the socket takes of ``data`` without waiting (0 when it would block);
+        raises ConnectionEnded (HTTP/2's writer sends from a hub callback)."""
+        try_send = self.try_send
+        if try_send is None:
+            return 0
+        try:
+            return try_send(data)
+        except WOULD_BLOCK:
+            return 0
+        except OSError:
+            raise ConnectionEnded("closed") from None
+
     def send_quietly(self, data, timeout=1.0):
         """Send an error reply if the client still takes it; a gone client is no error."""
         try:
@@ -424,6 +437,10 @@ class Transport(SocketFace, Receiving, Sending):
         return self.closed or self.sock.fileno() < 0
 
     def set_phase(self, phase):
+        """What the connection waits for now; becoming IDLE starts its idle time (stop,
+        drain and admission close the idle longest first)."""
+        if phase is IDLE and self.phase is not IDLE:
+            self.idle_since = monotonic()
         self.phase = phase
 
     def begin_request(self):
@@ -487,6 +504,12 @@ class Transport(SocketFace, Receiving, Sending):
 
     def buffered(self):
         return len(self.buf)
+
+    def move_deadline(self, deadline):
+        """Change the deadline of the wait in progress, if one is (HTTP/2: the reader
+        waits while its streams change what the connection waits for)."""
+        if self.deadline:
+            self.deadline = deadline
 
     def expire(self):
         """The deadline passed: wake the waiting operation by shutting the socket down."""
