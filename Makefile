@@ -9,7 +9,8 @@ STAMP = $(VENV)/.installed
 
 .PHONY: run test bench docs clean
 
-$(STAMP): setup.cfg setup.py
+# The install also builds the compiled accelerator (setup.py): redone when its sources change.
+$(STAMP): setup.cfg setup.py pyproject.toml lilush_http/request.py lilush_http/response.py
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip setuptools
 	$(BIN)/python -m pip install --quiet -e '.[test]'

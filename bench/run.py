@@ -63,8 +63,10 @@ def server_command(name, scenario, port, tls, workers=1):
         return command + (["--workers", str(workers)] if workers > 1 else [])
     if workers > 1:
         return None
-    if name == "bare":  # it answers every request alike and never closes: only a and e apply
-        return None if tls or scenario not in ("a", "e") else [PY, os.path.join(HERE, "bare.py"), str(port)]
+    if name == "bare":  # it answers every request alike: a and e keep-alive, b with close
+        if tls or scenario not in ("a", "b", "e"):
+            return None
+        return [PY, os.path.join(HERE, "bare.py"), str(port)] + (["close"] if scenario == "b" else [])
     if name == "granian":  # WSGI, one worker, one blocking thread: its fastest single-core setup
         command = [os.path.join(BIN, "granian"), "--interface", "wsgi", "--workers", "1",
                    "--blocking-threads", "1", "--runtime-threads", "1", "--no-ws", "--log-level", "warning",

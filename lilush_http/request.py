@@ -461,3 +461,9 @@ def _check_trailer(line):
 
 
 _TOKEN_BYTES = TOKEN_CHARS.encode("ascii")
+
+
+if __name__ == "lilush_http.request":  # the pure module, not its compiled twin
+    from .accelerator import use_compiled
+
+    use_compiled(__name__, __file__)

@@ -401,3 +401,9 @@ def error_response(status, message, head=False):
         date_header(), len(body))
     data = status_line(status) + text.encode("ascii")
     return data if head else data + body
+
+
+if __name__ == "lilush_http.response":  # the pure module, not its compiled twin
+    from .accelerator import use_compiled
+
+    use_compiled(__name__, __file__)

@@ -3,6 +3,7 @@
 import http.client
 import json
 import logging
+import socket
 import subprocess
 import time
 
@@ -506,3 +507,18 @@ def test_blank_lines_before_a_request_are_ignored(live_server):
     time.sleep(0.05)
     sock.sendall(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n")
     assert read_response(f)[2] == b"Hi there!"
+
+
+def test_every_connection_has_tcp_nodelay(live_server):
+    """TCP_NODELAY comes from the listener (set once, inherited by accepted sockets):
+    the first connection and the ones after it all have it, so a small response
+    never waits for the client's delayed ACK."""
+    def nodelay(method, query, args, headers, body, ctx):
+        value = ctx["client"].getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        return str(value), 200, {}
+
+    live = live_server(nodelay)
+    for _ in range(3):
+        response = requests.get("http://%s:%d/" % (live.host, live.port), headers={"Connection": "close"},
+                                timeout=5)
+        assert response.text == "1"

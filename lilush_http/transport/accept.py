@@ -36,6 +36,18 @@ def pick_driver(conn, alpn, cfg):
     return http1.serve
 
 
+def set_nodelay(sock):
+    """Turn TCP_NODELAY on for ``sock``; True when it was on already (inherited from
+    the listener, so later sockets of this listener need not be asked)."""
+    try:
+        if sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY):
+            return True
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (a unix socket)
+    return False
+
+
 class Acceptor:
     """The StreamServer handler of one Server. ``host`` is the server's view for
     drivers (``settings``, ``stopping``); the sets are the server's registries."""
@@ -47,18 +59,24 @@ class Acceptor:
         self.deadlines = deadlines
         self.sessions = sessions
         self.pool = self.listener = None
+        self.nodelay_inherited = False  # accepted sockets come with TCP_NODELAY from the listener
 
     def open(self, pool, listener):
-        """Serving starts: the pool the connection greenlets run in, the listener."""
+        """Serving starts: the pool the connection greenlets run in, the listener.
+        TCP_NODELAY goes on the listener: Linux gives it to every accepted socket,
+        which then needs no setsockopt of its own (see ``serve``)."""
         self.pool = pool
         self.listener = listener
+        self.nodelay_inherited = False
+        try:
+            listener.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass  # a unix socket
 
     def serve(self, sock, address):
         """One connection's greenlet: admit, PROXY, TLS, drive the protocol, close."""
-        try:
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except OSError:
-            pass
+        if not self.nodelay_inherited:
+            self.nodelay_inherited = set_nodelay(sock)
         self.admission.start(self.pool, self.listener, sock)
         settings = self.host.settings
         client_ip = address[0] if isinstance(address, tuple) else forwarding.UNIX_PEER
