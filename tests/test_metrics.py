@@ -95,7 +95,10 @@ def test_two_workers_sum_exact_counts(tmp_path, run):
     pids = set()
     sent = received = rounds = 0
     while len(pids) < 2:  # until both workers have answered some of the traffic
-        assert rounds < 10, "one worker answered everything"
+        # Both accept on one socket; on a busy machine one may win many rounds in a row.
+        assert rounds < 60, "one worker answered everything"
+        if rounds:
+            time.sleep(0.05)
         seen, more_sent, more_received = known_traffic(live.port)
         pids |= seen
         sent += more_sent
