@@ -24,6 +24,7 @@ from common import rss_mb, start_server
 
 SERVERS = ["lilush_http", "hypercorn", "gunicorn", "granian"]
 MODES = {"prior": "h2c, prior knowledge", "tls": "h2 over TLS (ALPN)"}
+BEFORE = [None]  # --before: the root of another lilush_http tree (with its .venv), served as "before"
 ANCHORS = ("hypercorn", "gunicorn", "granian")
 GOALS = {"hypercorn": 2.0, "gunicorn": 1.5}  # issue 23: at least 2x hypercorn, 1.5x gunicorn's gevent worker
 
@@ -33,6 +34,9 @@ def h2_command(name, port, tls):
     cert, key = tls or (None, None)
     if name == "lilush_http":  # HTTP/2 is on by default
         return bench.server_command("lilush_http", "a", port, tls)
+    if name == "before":  # lilush_http of another tree (--before), with that tree's interpreter
+        command = bench.server_command("lilush_http", "a", port, tls)
+        return [os.path.join(BEFORE[0], ".venv", "bin", "python")] + command[1:]
     if name == "hypercorn":
         command = [os.path.join(bench.BIN, "hypercorn"), "--bind", "127.0.0.1:%d" % port, "--workers", "1",
                    "--log-level", "warning", "--backlog", "1024", "bench.apps:asgi_app"]
@@ -68,7 +72,8 @@ def launch(name, port, tls):
     command = h2_command(name, port, tls)
     if shutil.which("taskset"):
         command = ["taskset", "-c", "0"] + command
-    process = subprocess.Popen(command, cwd=bench.ROOT, env=dict(os.environ, PYTHONPATH=bench.ROOT),
+    root = BEFORE[0] if name == "before" else bench.ROOT
+    process = subprocess.Popen(command, cwd=root, env=dict(os.environ, PYTHONPATH=root),
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     deadline = time.monotonic() + 30
     while True:
@@ -88,30 +93,36 @@ def launch(name, port, tls):
 
 
 def measure(servers, modes, requests, repeat, log=print):
+    """Each mode's servers all started, then h2load against each in turn, --repeat rounds
+    (alternating, so a busy machine weighs on all alike): the median run of each."""
     tls = bench.make_certificate() if "tls" in modes else None
     results = {}
     for mode in modes:
-        for name in servers:
-            port = bench.free_port()
-            use_tls = tls if mode == "tls" else None
-            try:
-                process = launch(name, port, use_tls)
-            except RuntimeError as e:
-                log("%s %-12s skipped: %s" % (mode, name, e))
-                continue
-            try:
-                url = url_of(port, use_tls)
+        use_tls = tls if mode == "tls" else None
+        processes = {}
+        runs = {}
+        try:
+            for name in servers:
+                port = bench.free_port()
+                try:
+                    processes[name] = (launch(name, port, use_tls), url_of(port, use_tls))
+                except RuntimeError as e:
+                    log("%s %-12s skipped: %s" % (mode, name, e))
+            for process, url in processes.values():
                 h2load(url, max(100, requests // 10), 10, 10)  # warm-up
-                runs = []
-                for _ in range(repeat):
+            for _ in range(repeat):
+                for name, (process, url) in processes.items():
                     cpu_before = bench.cpu_seconds(process.pid)
                     run = h2load(url, requests, 10, 10)
                     run["cpu_us"] = (bench.cpu_seconds(process.pid) - cpu_before) / max(1, run["succeeded"]) * 1e6
-                    runs.append(run)
-            finally:
+                    runs.setdefault(name, []).append(run)
+        finally:
+            for process, _ in processes.values():
                 bench.stop(process)
-            median = sorted(runs, key=lambda r: r["rps"])[len(runs) // 2]
-            median["runs"] = [r["rps"] for r in runs]
+        for name in processes:
+            median = sorted(runs[name], key=lambda r: r["rps"])[len(runs[name]) // 2]
+            median["runs"] = [r["rps"] for r in runs[name]]
+            median["cpu_us"] = sorted(r["cpu_us"] for r in runs[name])[len(runs[name]) // 2]
             results[(mode, name)] = median
             log("%-5s %-12s %9.0f req/s  %6.1f us CPU/req  %d succeeded, %d failed (%s)" % (
                 mode, name, median["rps"], median["cpu_us"], median["succeeded"], median["failed"], median["protocol"]))
@@ -271,6 +282,8 @@ def main(argv=None):
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--servers", default=",".join(SERVERS))
     parser.add_argument("--modes", default="prior,tls")
+    parser.add_argument("--before", help="another lilush_http tree (its .venv used) measured as server 'before', "
+                        "in turn with this one")
     parser.add_argument("--h1-duration", type=int, default=5, help="seconds of each wrk run for the HTTP/1.1 figure")
     parser.add_argument("--idle", type=int, default=500, help="idle connections of each protocol (0: skip)")
     parser.add_argument("--output", default=os.path.join(bench.HERE, "results-http2.md"),
@@ -280,6 +293,9 @@ def main(argv=None):
         print("h2load is not installed (apt-get install nghttp2-client)", file=sys.stderr)
         return 2
     servers = [s for s in args.servers.split(",") if s in SERVERS]
+    if args.before:
+        BEFORE[0] = os.path.abspath(args.before)
+        servers.append("before")
     modes = [m for m in args.modes.split(",") if m in MODES]
     results = measure(servers, modes, args.requests, args.repeat)
     h1 = http11_figure(args.h1_duration, args.repeat) if "lilush_http" in servers and args.h1_duration else None

@@ -34,7 +34,7 @@ from ..body import BodyReadError
 from ..request import HTTPError
 from ..transport import ConnectionEnded, Phase, monotonic
 from .http2_output import HIGH_WATER, Output
-from .http2_events import ENHANCE_YOUR_CALM, HANDLERS, RESET_SECONDS, EventHandling, PeerError
+from .http2_events import ENHANCE_YOUR_CALM, HANDLERS, RESET_SECONDS, EventHandling, PeerError, check_fields
 from .http2_sending import StreamSending
 from .http2_stream import Http2Body
 
@@ -101,7 +101,9 @@ class ServerConnection(H2Connection):
     """h2's connection, server side, with our settings. The stream limit is ours to
     enforce (REFUSED_STREAM for one stream), so h2's own count, which walks every
     stream it holds on every HEADERS (quadratic in a flood), never runs; closed
-    streams are forgotten once per read instead (``forget_closed``)."""
+    streams are forgotten once per read instead (``forget_closed``). Received header
+    blocks are checked by ``http2_request.field_error`` (h2's checks in one pass, not
+    its chain of generators) and cookie crumbs joined by ``build_request``."""
 
     # How many closed streams h2 remembers (to tell a late frame from a protocol error):
     # h2's 65536 would hold some MB per long-lived connection.
@@ -109,7 +111,8 @@ class ServerConnection(H2Connection):
 
     def __init__(self, settings):
         super().__init__(H2Configuration(client_side=False, header_encoding=None, validate_outbound_headers=False,
-                                         normalize_outbound_headers=False, split_outbound_cookies=False))
+                                         normalize_outbound_headers=False, split_outbound_cookies=False,
+                                         validate_inbound_headers=False, normalize_inbound_headers=False))
         self.local_settings = Settings(client=False, initial_values=settings)
 
     @property
@@ -247,6 +250,7 @@ class Http2Connection(EventHandling, StreamSending):
         if self.opening is not None:
             self._check_opening(data)
         events = h2.receive_data(data)  # on a ProtocolError, serve() sends h2's GOAWAY (or its own)
+        check_fields(h2, events)  # before any stream of this read starts, as h2's own check would
         self.output.flush()  # h2's answers: SETTINGS and PING ACKs
         self.header_started = (self.header_started or monotonic()) if partial_header(h2) else None
         starting = self.starting

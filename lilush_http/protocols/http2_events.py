@@ -8,12 +8,14 @@ import time
 try:
     from h2.errors import ErrorCodes
     from h2.events import (ConnectionTerminated, DataReceived, PingReceived, PriorityUpdated, RemoteSettingsChanged,
-                           RequestReceived, StreamEnded, StreamReset, UnknownFrameReceived, WindowUpdated)
+                           RequestReceived, StreamEnded, StreamReset, TrailersReceived, UnknownFrameReceived,
+                           WindowUpdated)
+    from h2.exceptions import H2Error, ProtocolError
 except ImportError:  # pragma: no cover - see http2.AVAILABLE
     pass
 
 from ..body import BodyReadError
-from .http2_request import build_request
+from .http2_request import build_request, field_error
 from .http2_stream import Http2Body, Http2Stream
 
 ENHANCE_YOUR_CALM = 0xb
@@ -26,6 +28,21 @@ class PeerError(Exception):
     def __init__(self, message, code=ENHANCE_YOUR_CALM):
         super().__init__(message)
         self.code = code
+
+
+def check_fields(h2, events):
+    """Every header block of ``events`` well-formed, or GOAWAY PROTOCOL_ERROR queued on ``h2``
+    and ProtocolError raised, as h2 does when it validates them itself."""
+    for event in events:
+        kind = type(event)
+        if kind is RequestReceived or kind is TrailersReceived:
+            error = field_error(event.headers, kind is TrailersReceived)
+            if error is not None:
+                try:
+                    h2.close_connection(ErrorCodes.PROTOCOL_ERROR)
+                except H2Error:
+                    pass
+                raise ProtocolError("malformed header block: " + error)
 
 
 class EventHandling:

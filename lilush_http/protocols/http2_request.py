@@ -6,19 +6,89 @@ section 8.2-8.3). Here the server's own limits apply as on HTTP/1.1:
 against a stated Content-Length (413), and a target HTTP/1.1 would accept.
 """
 
+import re
+
 from ..request import HTTPError, Request
 
 VERSION = "HTTP/2"
+PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":status", b":protocol"))
+CONNECTION_SPECIFIC = frozenset((b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"))
+BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):")  # RFC 9113 section 8.2.1 (a colon only first)
+BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+
+
+def field_error(fields, trailers=False):
+    """Why a received header block is malformed (RFC 9113 sections 8.2-8.3), or None: the
+    checks h2's ``validate_inbound_headers`` makes, in one pass (a malformed block ends the
+    connection with PROTOCOL_ERROR, as h2 would)."""
+    seen = set()
+    regular = False
+    method = authority = host = None
+    for name, value in fields:
+        if not name:
+            return "empty header name"
+        if BAD_NAME.search(name) is not None:
+            return "illegal character in header name %r" % name
+        if value and BAD_VALUE.search(value) is not None:
+            return "illegal character or surrounding whitespace in the value of %r" % name
+        if name[0] == 58:  # b":"
+            if name in seen or regular or name not in PSEUDO or trailers:
+                return "pseudo-header field %r duplicated, out of sequence, unknown or in trailers" % name
+            seen.add(name)
+            if name == b":method":
+                method = value
+            elif name == b":authority":
+                authority = value
+            elif name == b":path" and not value:
+                return "empty :path"
+            continue
+        regular = True
+        if name in CONNECTION_SPECIFIC or (name == b"te" and value.lower() != b"trailers"):
+            return "connection-specific header field %r" % name
+        if name == b"host" and not trailers:
+            if host is not None:
+                return "more than one Host header"
+            host = value
+    if trailers:
+        return None
+    return _pseudo_error(seen, method, authority, host)
+
+
+def _pseudo_error(seen, method, authority, host):
+    """The request's pseudo-header set checked as a whole (h2's rules, RFC 8441's :protocol included)."""
+    if b":method" not in seen:
+        return "no :method"
+    connect = method == b"CONNECT"
+    if connect and b":protocol" not in seen:
+        if b":scheme" in seen or b":path" in seen:
+            return "CONNECT with :scheme or :path"
+    elif b":scheme" not in seen or b":path" not in seen:
+        return "no :scheme or no :path"
+    if b":status" in seen or (not connect and b":protocol" in seen):
+        return ":status in a request, or :protocol outside CONNECT"
+    if authority is None and host is None:
+        return "neither :authority nor Host"
+    if authority is not None and host is not None and authority != host:
+        return ":authority and Host differ"
+    return None
 
 
 def build_request(fields, limits):
-    """``(Request, None)``, or ``(Request, HTTPError)`` with the status to answer."""
+    """``(Request, None)``, or ``(Request, HTTPError)`` with the status to answer. Cookie
+    crumbs are joined with "; " into one field, last (RFC 9113 section 8.2.3)."""
     method = path = authority = None
     headers = {}
     count = 0
     line_limit = limits.line
     error = None
+    cookies = None
     for name, value in fields:
+        if name == b"cookie":
+            if cookies is None:
+                cookies = [value]
+            else:
+                cookies.append(value)
+            continue
         if len(name) + len(value) > line_limit and error is None:
             error = HTTPError(431, "Header line too long")
         if name[0] == 58:  # b":"
@@ -33,10 +103,13 @@ def build_request(fields, limits):
         name = name.decode("ascii", "replace")
         value = value.decode("utf-8", "surrogateescape")
         old = headers.get(name)
-        if old is None:
-            headers[name] = value
-        else:  # RFC 9113 section 8.2.3: cookie crumbs join with "; "
-            headers[name] = old + ("; " if name == "cookie" else ", ") + value
+        headers[name] = value if old is None else old + ", " + value
+    if cookies is not None:
+        value = cookies[0] if len(cookies) == 1 else b"; ".join(cookies)
+        if len(value) + 6 > line_limit and error is None:
+            error = HTTPError(431, "Header line too long")
+        count += 1
+        headers["cookie"] = value.decode("utf-8", "surrogateescape")
     if authority is not None:
         headers["host"] = authority
     method = method or "GET"
