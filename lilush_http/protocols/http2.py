@@ -5,15 +5,15 @@ module does what h2 leaves to a server: the I/O and its deadlines, flow
 control with back-pressure, the stream limit (REFUSED_STREAM for the stream
 over it, not the connection), graceful GOAWAY, and the defences against
 Rapid Reset and control-frame floods. Each request stream runs the one
-request path (exchange.run) in its own greenlet of the connection's group.
+request path (exchange.run) in its own (raw, the cheapest kind) greenlet.
 """
 
 import logging
 import traceback
 from weakref import WeakKeyDictionary
 
-from gevent import sleep, spawn
-from gevent.pool import Group
+from gevent import getcurrent, kill, sleep, spawn, spawn_raw
+from gevent.event import Event
 
 try:
     from h2.config import H2Configuration
@@ -161,7 +161,8 @@ class Http2Connection(EventHandling, StreamSending):
         self.output = Output(conn, self.h2, self._update)
         self.streams = {}  # stream id -> Http2Stream, from its HEADERS until its greenlet ends
         self.starting = []  # streams opened by the frames being read, whose greenlets start after
-        self.group = Group()
+        self.greenlets = set()  # the streams' greenlets still running
+        self.greenlets_ended = None  # an Event once the connection ends and waits for them
         self.count = 0  # streams begun
         self.body_waiters = 0  # streams whose handler waits for DATA
         self.window_waiters = set()  # streams waiting for flow-control window
@@ -263,7 +264,7 @@ class Http2Connection(EventHandling, StreamSending):
         h2.forget_closed()
         for stream in starting:
             if stream.reset is None:  # not opened and reset in the same read
-                self.group.spawn(self._run, stream)
+                self.greenlets.add(spawn_raw(self._run, stream))
         self.output.flush()
 
     def _check_opening(self, data):
@@ -303,6 +304,10 @@ class Http2Connection(EventHandling, StreamSending):
             logger.error("HTTP/2 stream %d failed:\n%s", stream.id, traceback.format_exc())
         finally:
             self._finish(stream)
+            greenlets = self.greenlets
+            greenlets.discard(getcurrent())
+            if not greenlets and self.greenlets_ended is not None:
+                self.greenlets_ended.set()
 
     def _finish(self, stream):
         """The stream's greenlet ended: reset what is unfinished, hand back unread window."""
@@ -323,12 +328,14 @@ class Http2Connection(EventHandling, StreamSending):
         self.output.flush()
 
     def _forget(self, stream):
+        """The stream is done; with the last one, the connection's phase and deadline become idle's
+        (while others run, forgetting one changes neither)."""
         self.streams.pop(stream.id, None)
         if not self.streams:
             self.idle_since = monotonic()
             if self.goaway is not None or self.ended:
                 self.conn.evict()  # wake the reader: the connection is done
-        self._update()
+            self._update()
 
     def say_goodbye(self):
         """Graceful GOAWAY (stop, drain, admission asking for the slot): the streams
@@ -367,8 +374,23 @@ class Http2Connection(EventHandling, StreamSending):
                 stream.window.set()
         self.output.flush()
         self.output.drain(GOODBYE_SECONDS)
-        self.group.kill(block=True, timeout=GOODBYE_SECONDS)
+        self._kill_streams(GOODBYE_SECONDS)
         self.output.close()
+
+
+    def _kill_streams(self, timeout):
+        """End the streams' greenlets still running (GreenletExit in each) and wait for them,
+        at most ``timeout`` seconds."""
+        greenlets = self.greenlets
+        if not greenlets:
+            return
+        self.greenlets_ended = Event()
+        for greenlet in list(greenlets):
+            kill(greenlet)
+        sleep(0)  # the kills are delivered; a greenlet that never started is dead without a word
+        greenlets.difference_update([greenlet for greenlet in greenlets if greenlet.dead])
+        if greenlets:
+            self.greenlets_ended.wait(timeout)
 
 
 def header_list_size(limits):

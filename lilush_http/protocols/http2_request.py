@@ -14,7 +14,9 @@ VERSION = "HTTP/2"
 PSEUDO = frozenset((b":method", b":scheme", b":authority", b":path", b":status", b":protocol"))
 CONNECTION_SPECIFIC = frozenset((b"connection", b"proxy-connection", b"keep-alive", b"transfer-encoding", b"upgrade"))
 BAD_NAME = re.compile(rb"[\x00-\x20A-Z\x7f-\xff]|(?<=.):")  # RFC 9113 section 8.2.1 (a colon only first)
-BAD_VALUE = re.compile(rb"[\x00\r\n]|\A[ \t]|[ \t]\Z")
+WHITESPACE = (32, 9)  # a value must not begin or end with SP or HTAB
+GOOD_NAMES = set()  # field names found well-formed (a name is checked once, not once per request)
+GOOD_NAMES_MAX = 1024
 
 
 def field_error(fields, trailers=False):
@@ -25,11 +27,15 @@ def field_error(fields, trailers=False):
     regular = False
     method = authority = host = None
     for name, value in fields:
-        if not name:
-            return "empty header name"
-        if BAD_NAME.search(name) is not None:
-            return "illegal character in header name %r" % name
-        if value and BAD_VALUE.search(value) is not None:
+        if name not in GOOD_NAMES:
+            if not name:
+                return "empty header name"
+            if BAD_NAME.search(name) is not None:
+                return "illegal character in header name %r" % name
+            if len(GOOD_NAMES) < GOOD_NAMES_MAX:
+                GOOD_NAMES.add(name)
+        if value and (b"\r" in value or b"\n" in value or b"\0" in value or value[0] in WHITESPACE
+                      or value[-1] in WHITESPACE):
             return "illegal character or surrounding whitespace in the value of %r" % name
         if name[0] == 58:  # b":"
             if name in seen or regular or name not in PSEUDO or trailers:
