@@ -6,9 +6,9 @@ from gevent import sleep
 from gevent.event import Event
 
 try:
-    from h2.exceptions import H2Error
+    from h2.exceptions import FlowControlError, H2Error
 except ImportError:  # pragma: no cover - see http2.AVAILABLE
-    H2Error = Exception
+    H2Error = FlowControlError = Exception
 
 from ..transport import ConnectionEnded
 from .http2_output import HIGH_WATER
@@ -16,6 +16,7 @@ from .http2_output import HIGH_WATER
 CODES = {"internal": 2, "refused": 7, "cancel": 8, "no error": 0}  # RST_STREAM codes by reason
 QUANTUM = 32 * 1024  # body bytes a stream queues before the other streams get a turn
 MAX_PIECE = 64 * 1024  # the largest DATA frame sent, whatever SETTINGS_MAX_FRAME_SIZE the peer allows
+SMALL = 16384  # a body this size fits one DATA frame whatever the peer's SETTINGS_MAX_FRAME_SIZE
 
 
 class StreamSending:
@@ -37,8 +38,20 @@ class StreamSending:
         h2 = self.h2
         sid = stream.id
         output = self.output
-        timeout = stream.settings.cfg["response_send_timeout"]
         size = len(data)
+        if 0 < size <= SMALL and output.size <= HIGH_WATER:  # the common case: one frame, if the windows allow
+            stream.check()
+            try:
+                h2.send_data(sid, data, end_stream=end)
+            except FlowControlError:
+                pass  # the loop below waits for window
+            except H2Error as exc:
+                stream.reset = "stream closed: %s" % exc
+                raise ConnectionEnded(stream.reset) from None
+            else:
+                output.flush()
+                return
+        timeout = stream.settings.cfg["response_send_timeout"]
         pos = 0
         turn = 0
         while True:
