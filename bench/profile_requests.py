@@ -3,6 +3,7 @@ process under cProfile, with wrk on the other CPU, then the functions that
 cost most.
 
     python bench/profile_requests.py [--scenario a|b|d|e|f] [--seconds 5] [--top 30] [--sort tottime]
+    python bench/profile_requests.py --h2load 9000 [--scenario a|f]   # HTTP/2: h2load -c 10 -m 10 (f: TLS)
 
 The profile counts every greenlet of the worker (switches are charged to the
 function that was running), so read totals per function, not call trees.
@@ -20,17 +21,24 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
+sys.path.insert(0, HERE)  # http2.py (the h2load helper) imports its neighbours by name
 
 from bench import apps, run  # noqa: E402
 from lilush_http import server as http_server  # noqa: E402
 
 
-def drive(server, url, extra, seconds, connections, report):
-    """In an OS thread: wait until serving, run wrk, stop the server."""
+def drive(server, url, extra, seconds, connections, report, h2_requests=0):
+    """In an OS thread: wait until serving, run wrk (or h2load), stop the server."""
     deadline = time.monotonic() + 20
     while server.address is None and time.monotonic() < deadline:
         time.sleep(0.05)
     try:
+        if h2_requests:
+            import http2  # noqa: E402 - only for --h2load
+            http2.h2load(url % server.address[1], max(100, h2_requests // 10), 10, 10)  # warm-up
+            result = http2.h2load(url % server.address[1], h2_requests, 10, 10)
+            report.append({"rps": result["rps"], "errors": result["failed"], "requests": result["succeeded"]})
+            return
         command = ["wrk", "-t1", "-c%d" % connections, "-d%ds" % seconds, "--latency", *extra,
                    url % server.address[1]]
         if shutil.which("taskset"):
@@ -49,6 +57,8 @@ def main(argv=None):
     parser.add_argument("--top", type=int, default=30)
     parser.add_argument("--sort", default="tottime")
     parser.add_argument("--dump", help="also write the raw pstats to this file")
+    parser.add_argument("--h2load", type=int, default=0, metavar="N",
+                        help="HTTP/2 instead: N requests from h2load (prior knowledge; TLS with --scenario f)")
     args = parser.parse_args(argv)
     if shutil.which("taskset"):
         os.sched_setaffinity(0, {0})
@@ -64,7 +74,7 @@ def main(argv=None):
         raise SystemExit(err)
     report = []
     url = "%s://127.0.0.1:%%d%s" % (scheme, path)
-    threading.Thread(target=drive, args=(server, url, extra, args.seconds, args.connections, report),
+    threading.Thread(target=drive, args=(server, url, extra, args.seconds, args.connections, report, args.h2load),
                      daemon=True).start()
     profile = cProfile.Profile()
     profile.enable()
@@ -72,7 +82,7 @@ def main(argv=None):
     profile.disable()
     if not report:
         raise SystemExit("wrk gave no result")
-    requests = report[0]["rps"] * args.seconds
+    requests = report[0].get("requests", report[0]["rps"] * args.seconds)
     print("scenario %s: %.0f req/s under the profiler, %d requests, errors %d" % (
         args.scenario, report[0]["rps"], requests, report[0]["errors"]))
     stats = pstats.Stats(profile)

@@ -229,6 +229,40 @@ def test_reset_while_the_handler_writes(live_server, client):
     assert c.status[other] == 200 and sid not in c.ended  # a new stream is answered; the reset one never ended
 
 
+def test_handlers_still_running_end_when_the_connection_goes(live_server, client):
+    """The peer leaves while three handlers sleep: each is ended (GreenletExit, its finally
+    runs) within the connection's goodbye second, not left to run for 30 s; the server goes on."""
+    started, ended = [], []
+
+    def sleeper(method, query, args, headers, body, ctx):
+        if query == "/quick":
+            return "quick", 200, {}
+        started.append(query)
+        try:
+            gevent.sleep(30)
+        finally:
+            ended.append(query)
+        return "late", 200, {}
+
+    live = live_server(sleeper)
+    c = client(live)
+    for n in range(3):
+        c.request("/sleep%d" % n)
+    deadline = time.monotonic() + 5
+    while len(started) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert len(started) == 3
+    c.close()
+    deadline = time.monotonic() + 5
+    while len(ended) < 3 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert sorted(ended) == ["/sleep0", "/sleep1", "/sleep2"]
+    again = client(live)
+    sid = again.request("/quick")
+    again.read(lambda: sid in again.ended)
+    assert again.bodies[sid] == b"quick"
+
+
 def test_raw_answer_is_a_500_with_an_error_logged(live_server, client, caplog):
     live = live_server(app)
     c = client(live)
