@@ -377,7 +377,6 @@ class Http2Connection(EventHandling, StreamSending):
         self._kill_streams(GOODBYE_SECONDS)
         self.output.close()
 
-
     def _kill_streams(self, timeout):
         """End the streams' greenlets still running (GreenletExit in each) and wait for them,
         at most ``timeout`` seconds."""
