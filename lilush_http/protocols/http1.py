@@ -127,6 +127,8 @@ def error_reply(conn, status, message, head=False):
 def read_head(conn, idle_timeout, header_timeout, limits):
     """Read and parse the next request head; raises ConnectionEnded or RefusedHead."""
     buf = conn.begin_request()
+    if not buf and conn.requests == 1:  # a new connection: its request is mostly there already
+        buf = conn.arrived()
     if buf and buf[0] in CRLF:
         buf = skip_blank_lines(buf)
     if not buf or buf == b"\r":

@@ -19,10 +19,14 @@ import struct
 import time
 
 import _socket
+import gevent.socket
+import gevent.ssl
 from gevent import Timeout, get_hub
 from gevent.socket import wait_write
 
 RECV_SIZE = 65536
+# The read of a new request's first bytes: a 64 KB body arrives with its head in one read.
+REQUEST_READ_SIZE = 96 * 1024
 BLOCK_SIZE = 256 * 1024  # the largest single read of a body or a file, everywhere
 # "Nothing to read / no room to write yet": a plain socket's EAGAIN, or TLS wanting I/O.
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -35,6 +39,9 @@ BATCH_BYTES = 64 * 1024
 # Socket methods through which a handler may write on the connection itself: held responses go first.
 SOCKET_WRITES = frozenset(("send", "sendto", "sendmsg", "sendfile", "makefile", "fileno", "detach", "dup",
                            "shutdown"))
+# What the socket face forwards: the public attributes of a socket and of a TLS socket.
+SOCKET_ATTRIBUTES = sorted({name for kind in (socket.socket, ssl.SSLSocket, gevent.socket.socket, gevent.ssl.SSLSocket)
+                            for name in dir(kind) if not name.startswith("_")})
 
 monotonic = time.monotonic
 
@@ -73,9 +80,34 @@ class StreamFailed(Exception):
         self.started = started
 
 
+def forwarded(name):
+    """A property giving the socket's attribute ``name``; before a write on the
+    socket itself (SOCKET_WRITES), the responses held back are sent."""
+    if name in SOCKET_WRITES:
+        def socket_attribute(self):
+            self.flush()
+            return getattr(self.sock, name)
+    else:
+        def socket_attribute(self):
+            return getattr(self.sock, name)
+    return property(socket_attribute, doc="The socket's %s." % name)
+
+
+def forwarding(cls):
+    """Give ``cls`` a property for each public socket attribute it lacks. Explicit
+    properties, not ``__getattr__``: a class with ``__getattr__`` makes every attribute
+    lookup on its objects take the slow path (no specialization), on the hot path too."""
+    for name in SOCKET_ATTRIBUTES:
+        if not hasattr(cls, name):
+            setattr(cls, name, forwarded(name))
+    return cls
+
+
+@forwarding
 class SocketFace:
     """The socket face handlers see in ``ctx["client"]``: buffered bytes come first,
-    and a handler writing on the socket itself sends the held responses first."""
+    and a handler writing on the socket itself sends the held responses first.
+    Transport's own methods (``sendall``, ``close``) come before these in its MRO."""
 
     __slots__ = ()
 
@@ -96,13 +128,6 @@ class SocketFace:
             self.buf = buf[size:]
             return size
         return self.sock.recv_into(buffer, nbytes, *flags)
-
-    def __getattr__(self, name):
-        if name in Transport.__slots__:  # a slot not set yet (never the socket's)
-            raise AttributeError(name)
-        if name in SOCKET_WRITES:
-            self.flush()  # a handler taking the socket over: the responses held go first
-        return getattr(self.sock, name)
 
 
 class Sending:
@@ -262,19 +287,20 @@ class Receiving:
         if self.pending:
             self.flush(deadline - self.idle_since)
         try:
-            # A new connection reads once first: on a busy server its request has mostly
-            # arrived by the time its greenlet runs, and that saves it a turn of the hub
-            # behind every busy connection (issue 21); one failed read otherwise.
-            data = self._read_now() if self.requests == 1 else None  # counted in received
-            if data is not None:
-                return data
-            data = self._blocking(self._receive, RECV_SIZE, deadline, "keepalive timeout", False)
+            data = self._blocking(self._receive, REQUEST_READ_SIZE, deadline, "keepalive timeout", False)
         finally:
             self.phase = HEAD
         if not data:
             raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
         self.received += len(data)
         return data
+
+    def arrived(self):
+        """The bytes of a request already there, read without waiting (b"" when none).
+        A new connection looks first: on a busy server its request has mostly arrived
+        by the time its greenlet runs, and that saves it a turn of the hub behind every
+        busy connection (issue 21), and the idle wait's set-up; one failed read otherwise."""
+        return self._read_now(REQUEST_READ_SIZE) or b""
 
     def receive(self, deadline, timeout_message, phase_started, size=RECV_SIZE):
         """Up to ``size`` bytes from the socket before ``deadline`` (ConnectionEnded
@@ -295,9 +321,12 @@ class Receiving:
     def starts_with(self, prefix, timeout):
         """Whether the first bytes the client sends are ``prefix`` (waiting up to
         ``timeout`` for enough of them); they stay in the buffer for the driver."""
-        deadline = monotonic() + timeout
-        while len(self.buf) < len(prefix) and prefix.startswith(self.buf):
-            self.buf += self.receive_idle(deadline)
+        if not self.buf:
+            self.buf = self.arrived()
+        if len(self.buf) < len(prefix) and prefix.startswith(self.buf):
+            deadline = monotonic() + timeout
+            while len(self.buf) < len(prefix) and prefix.startswith(self.buf):
+                self.buf += self.receive_idle(deadline)
         return self.buf.startswith(prefix)
 
     def read_some(self, size, timeout):
@@ -310,6 +339,11 @@ class Receiving:
         ``wait`` seconds passed without any."""
         if self.closed:  # the handler closed ctx["client"]
             return b""
+        if wait is None:  # no deadline: no Timeout to make
+            try:
+                return self._receive(RECV_SIZE) or b""
+            except (OSError, ValueError):
+                return b""
         data = None
         with Timeout(wait, False):
             try:
@@ -372,7 +406,7 @@ class Receiving:
             self.deadline = 0.0
 
 
-class Transport(SocketFace, Receiving, Sending):
+class Transport(Receiving, Sending, SocketFace):
     """A client socket with the buffer that makes pipelining and proxying safe.
 
     ``client_ip`` (after the PROXY header), ``sessions`` (the server's
