@@ -17,6 +17,7 @@ import socket
 import ssl
 import struct
 import time
+from functools import partial
 
 import _socket
 import gevent.socket
@@ -352,26 +353,6 @@ class Receiving:
                 data = b""
         return data
 
-    def _recv_when_readable(self, size):
-        """Wait until the socket is readable, then read: one read call, where
-        gevent's recv would try one that fails first. OpenSSL reads one record at
-        a time, so with nothing decrypted pending the descriptor tells the truth."""
-        sock = self.sock
-        event = self.readable_event
-        try_recv = self.try_recv
-        pending = self.tls_pending
-        while True:
-            if pending is None or not pending():
-                sock._wait(event)
-            try:
-                return try_recv(size)
-            except BlockingIOError:
-                continue
-            except ssl.SSLWantReadError:
-                continue
-            except ssl.SSLWantWriteError:
-                sock._wait(sock._write_event)
-
     def _read_now(self, size=RECV_SIZE):
         """What a non-blocking read finds: bytes, or None when it would have to wait.
         Raises ConnectionEnded when the client has gone."""
@@ -414,7 +395,7 @@ class Transport(Receiving, Sending, SocketFace):
     construction; other modules change its state through its methods only.
     """
 
-    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni", "alpn",
+    __slots__ = ("sock", "try_recv", "try_send", "tls", "sni", "alpn",
                  "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
                  "deadline", "expiry_how", "expired", "taken_over", "sessions", "answer", "received",
                  "pending", "pending_bytes", "flush_soon", "_receive")
@@ -433,12 +414,13 @@ class Transport(Receiving, Sending, SocketFace):
         self.try_send = getattr(under, "write" if tls else "send", None)
         # gevent's read watcher, to wait on the descriptor without a failed read first;
         # a TLS connection also asks OpenSSL whether it holds decrypted bytes already.
-        self.readable_event = (getattr(sock, "_read_event", None)
-                               if self.try_recv is not None and hasattr(sock, "_wait") else None)
-        self.tls_pending = getattr(under, "pending", None) if tls else None
+        readable_event = (getattr(sock, "_read_event", None)
+                          if self.try_recv is not None and hasattr(sock, "_wait") else None)
         # Wait until readable, then read once: a client has rarely sent its next bytes
         # the instant we look (measured), so a read first, as gevent's recv tries, mostly fails.
-        self._receive = self._recv_when_readable if self.readable_event is not None else sock.recv
+        self._receive = (sock.recv if readable_event is None else
+                         partial(recv_when_readable, sock, readable_event, self.try_recv,
+                                 getattr(under, "pending", None) if tls else None))
         self.tls = tls
         self.sni = sni
         self.alpn = alpn
@@ -610,6 +592,25 @@ class Transport(Receiving, Sending, SocketFace):
 
 
 Connection = Transport  # the name tests and older code use
+
+
+def recv_when_readable(sock, event, try_recv, pending, size):
+    """Wait until the socket is readable, then read: one read call, where gevent's
+    recv would try one that fails first. OpenSSL reads one record at a time, so with
+    nothing decrypted ``pending`` the descriptor tells the truth. (A function, bound
+    with partial: a bound method kept on the Transport would make it a reference
+    cycle, left to the garbage collector, with its socket, at every close.)"""
+    while True:
+        if pending is None or not pending():
+            sock._wait(event)
+        try:
+            return try_recv(size)
+        except BlockingIOError:
+            continue
+        except ssl.SSLWantReadError:
+            continue
+        except ssl.SSLWantWriteError:
+            sock._wait(sock._write_event)
 
 
 def shutdown(sock, how):
