@@ -135,6 +135,8 @@ def dumped_total(directory, pids, before):
 
 SERVE = """
 import json, sys
+from lilush_http import cli
+cli.untrack_greenlet_tree()
 from gevent import monkey
 monkey.patch_all()
 from bench import apps
@@ -146,7 +148,7 @@ srv.serve()
 
 def server_command(name, scenario, port, tls):
     """bench/run.py's command, but lilush_http runs in this one process (the CLI
-    forks its worker, which callgrind_control cannot reach)."""
+    forks its worker, which callgrind_control cannot reach), set up as the CLI's worker is."""
     if name != "lilush_http":
         return run.server_command(name, scenario, port, tls)
     config = {"log_level": "error", "connection_limit": 1024, "backlog": 1024, "port": port}
