@@ -102,6 +102,9 @@ def turn(stream, settings, count, redis):
         keep_alive = keep_alive and body.drain()
         if not keep_alive:
             conn.linger_on_close()  # closing: drain (bounded) so the response is not reset away
+    # The wait for the next request holds none of this one's bytes: a 64 KB body kept
+    # by each idle connection spreads the next requests over cold memory (measured).
+    stream.request = stream.body = None
     return ("keep-alive" if keep_alive else "close"), None
 
 
