@@ -1,6 +1,6 @@
 """The Lilush ``http.server`` API on gevent: new, configure, serve, process_request.
 
-A ``gevent.server.StreamServer`` with a ``gevent.pool.Pool(connection_limit)``
+A ``gevent.server.StreamServer`` with a gevent Pool of ``connection_limit`` (transport/pool.py)
 hands each accepted socket to a greenlet: the accept step (transport/accept.py)
 gives it to its protocol driver (protocols/), whose requests go through the
 exchange (exchange.py) to the handler. Failures are returned Lua-style as
@@ -13,7 +13,6 @@ import weakref
 
 import gevent
 from gevent.event import Event
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import config as configuration
@@ -28,6 +27,7 @@ from .transport.accept import Acceptor, alpn_offered
 from .transport.admission import Admission
 from .transport.connection import Transport
 from .transport.deadlines import Deadlines
+from .transport.pool import ConnectionPool
 
 logger = logging.getLogger("lilush_http")
 
@@ -205,7 +205,7 @@ class Server:
 
     def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
-        self._pool = Pool(self.cfg["connection_limit"])
+        self._pool = ConnectionPool(self.cfg["connection_limit"])
         self._websockets.use_pool(self._pool)
         self._acceptor.open(self._pool, listener)
         self._server = StreamServer(listener, self._acceptor.serve, spawn=self._pool)
