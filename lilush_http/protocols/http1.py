@@ -215,8 +215,10 @@ class Http1Stream:
                                   request.headers.get("accept-encoding"), self.settings.compression)
         self.keep_alive = keep_alive
         # The next request waits complete in the buffer: this response may wait to leave with its own.
-        batch = keep_alive and self.served and conn.buf and find_head_end(conn.buf) >= 0
-        conn.send_batched(data, self.settings.cfg["response_send_timeout"], batch)
+        if keep_alive and self.served and conn.buf and find_head_end(conn.buf) >= 0:
+            conn.send_batched(data, self.settings.cfg["response_send_timeout"])
+        else:
+            conn.sendall(data, self.settings.cfg["response_send_timeout"])
         self.head_sent = True
         return len(data)
 

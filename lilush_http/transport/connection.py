@@ -136,18 +136,17 @@ class Sending:
 
     __slots__ = ()
 
-    def send_batched(self, data, timeout, batch):
-        """Send a complete response; with ``batch`` (the driver saw the next request
-        waiting complete in the buffer), hold it to leave in one write with the
-        responses that follow.
+    def send_batched(self, data, timeout):
+        """Hold a complete response (the driver saw the next request waiting complete
+        in the buffer) to leave in one write with the responses that follow; sent
+        now when the batch is full.
 
         Held responses go out, in order, with the next ``sendall``, before this
         connection waits to read, when the handler touches the socket, or, from
         a hub callback, as soon as this greenlet blocks (a slow handler in the
         middle of the batch does not delay the responses before it).
         """
-        if (batch and len(self.pending) < BATCH_RESPONSES
-                and self.pending_bytes + len(data) <= BATCH_BYTES):
+        if len(self.pending) < BATCH_RESPONSES and self.pending_bytes + len(data) <= BATCH_BYTES:
             self.pending.append(data)
             self.pending_bytes += len(data)
             if self.flush_soon is None:
