@@ -401,7 +401,7 @@ class Transport(Receiving, Sending, SocketFace):
 
     def __init__(self, sock, sni=None, tls=False, client_ip=None, sessions=None, alpn=None):
         self.sock = sock
-        if sock.gettimeout() is not None:  # accepted sockets come without one
+        if getattr(sock, "timeout", None) is not None:  # accepted sockets come without one
             sock.settimeout(None)  # waits are bounded by deadlines (deadlines.py), not socket timers
         self.deadline = 0.0  # monotonic time by which the current wait must end; 0: none
         self.expiry_how = socket.SHUT_RD
