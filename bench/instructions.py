@@ -114,9 +114,10 @@ def callgrind(command, pids):
 
 
 def dumped_total(directory, pids, before):
-    """Wait for each process's new dump; the sum of their Ir totals."""
+    """Wait for each process's new dump; the sum of their Ir totals, and the dumps."""
     deadline = time.monotonic() + 60
     total = 0
+    files = []
     for pid in pids:
         while True:
             dumps = set(glob.glob(os.path.join(directory, "callgrind.out.%d.*" % pid))) - before
@@ -126,13 +127,16 @@ def dumped_total(directory, pids, before):
         if not dumps:
             raise RuntimeError("process %d wrote no dump" % pid)
         time.sleep(0.5)  # the dump is written in full before the next look
-        with open(max(dumps, key=os.path.getmtime)) as f:
+        files.append(max(dumps, key=os.path.getmtime))
+        with open(files[-1]) as f:
             total += next(int(line.split()[1]) for line in f if line.startswith(("summary:", "totals:")))
-    return total
+    return total, files
 
 
 SERVE = """
 import json, sys
+from lilush_http import cli
+cli.untrack_greenlet_tree()
 from gevent import monkey
 monkey.patch_all()
 from bench import apps
@@ -144,7 +148,7 @@ srv.serve()
 
 def server_command(name, scenario, port, tls):
     """bench/run.py's command, but lilush_http runs in this one process (the CLI
-    forks its worker, which callgrind_control cannot reach)."""
+    forks its worker, which callgrind_control cannot reach), set up as the CLI's worker is."""
     if name != "lilush_http":
         return run.server_command(name, scenario, port, tls)
     config = {"log_level": "error", "connection_limit": 1024, "backlog": 1024, "port": port}
@@ -153,7 +157,7 @@ def server_command(name, scenario, port, tls):
     return [sys.executable, "-c", SERVE, json.dumps(config)]
 
 
-def measure(name, scenario, requests, clients, warmup, tls):
+def measure(name, scenario, requests, clients, warmup, tls, keep=None):
     port = run.free_port()
     command = server_command(name, scenario, port, tls)
     if command is None:
@@ -174,8 +178,11 @@ def measure(name, scenario, requests, clients, warmup, tls):
         # with one more request (a part of whose cost may count: under 0.2 %).
         waker = threading.Thread(target=send_all, args=("b", port, 2, 2))
         waker.start()
-        total = dumped_total(directory, pids, before)
+        total, files = dumped_total(directory, pids, before)
         waker.join()
+        if keep is not None:  # the measured dump, for callgrind_annotate
+            os.makedirs(keep, exist_ok=True)
+            shutil.copy(files[0], os.path.join(keep, "callgrind.%s.%s.out" % (name, scenario)))
         return total / sent
     finally:
         run.stop(process)
@@ -189,6 +196,8 @@ def main(argv=None):
     parser.add_argument("--requests", type=int, default=800)
     parser.add_argument("--warmup", type=int, default=200)
     parser.add_argument("--clients", type=int, default=8)
+    parser.add_argument("--keep", metavar="DIR",
+                        help="copy each measured dump to DIR/callgrind.SERVER.SCENARIO.out (callgrind_annotate it)")
     args = parser.parse_args(argv)
     tls = run.make_certificate() if "f" in args.scenarios else None
     print("| scenario | server | instructions/request |")
@@ -196,7 +205,7 @@ def main(argv=None):
     for scenario in args.scenarios:
         for name in args.servers.split(","):
             count = measure(name, scenario, args.requests, args.clients, args.warmup,
-                            tls if scenario == "f" else None)
+                            tls if scenario == "f" else None, args.keep)
             if count is not None:
                 print("| %s %s | %s | %s |" % (scenario, run.SCENARIOS[scenario][0], name, format(round(count), ",")),
                       flush=True)

@@ -23,6 +23,8 @@ VALUE_BYTES = bytes(range(0x20, 0x7F)) + b"\t" + bytes(range(0x80, 0x100))
 _REG_NAME_CHARS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-._~%!$&'()*+,;="
 _IP_LITERAL_CHARS = _REG_NAME_CHARS + ":"
 COMMON_METHODS = frozenset(("GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"))
+# The Connection header values most requests carry, with their tokens (no set to build).
+_COMMON_CONNECTION = {value: frozenset((value.lower(),)) for value in ("close", "Close", "keep-alive", "Keep-Alive")}
 _KNOWN_NAMES = {}  # header names already checked -> lower-case form (bounded)
 
 
@@ -60,9 +62,13 @@ class Request:
         self.method = method
         self.target = target
         # ``path``: the target, or the path and query of an absolute-form one.
-        query, _, args = path.partition("?")
-        self.query = query or "/"
-        self.args = args
+        if "?" in path:
+            query, _, args = path.partition("?")
+            self.query = query or "/"
+            self.args = args
+        else:
+            self.query = path or "/"
+            self.args = ""
         self.version = version
         self.headers = headers
         self.keep_alive = False
@@ -305,8 +311,13 @@ def _connection_options(request):
     """Keep-alive per RFC 9112 section 9.3, and the Expect header."""
     headers = request.headers
     tokens = headers.get("connection")
-    # Only ASCII tokens count: "\u212a".lower() is "k".
-    tokens = {t.strip(" \t").lower() for t in tokens.split(",") if t.isascii()} if tokens else ()
+    if tokens:
+        common = _COMMON_CONNECTION.get(tokens)
+        # Only ASCII tokens count: "\u212a".lower() is "k".
+        tokens = common if common is not None else {t.strip(" \t").lower() for t in tokens.split(",")
+                                                     if t.isascii()}
+    else:
+        tokens = ()
     if request.version == "HTTP/1.1":
         request.keep_alive = "close" not in tokens
     else:

@@ -1,6 +1,6 @@
 """The Lilush ``http.server`` API on gevent: new, configure, serve, process_request.
 
-A ``gevent.server.StreamServer`` with a ``gevent.pool.Pool(connection_limit)``
+A ``gevent.server.StreamServer`` with a gevent Pool of ``connection_limit`` (transport/pool.py)
 hands each accepted socket to a greenlet: the accept step (transport/accept.py)
 gives it to its protocol driver (protocols/), whose requests go through the
 exchange (exchange.py) to the handler. Failures are returned Lua-style as
@@ -8,14 +8,11 @@ exchange (exchange.py) to the handler. Failures are returned Lua-style as
 """
 
 import logging
-import threading
 import time
 import weakref
 
 import gevent
 from gevent.event import Event
-from gevent.monkey import get_original
-from gevent.pool import Pool
 from gevent.server import StreamServer
 
 from . import config as configuration
@@ -24,17 +21,16 @@ from .access import AccessLog
 from .log import LEVELS, Logger, ensure_output, use_error_log
 from .protocols import http1
 from .settings import freeze
+from .stopping import RemoteStop, WindDown
 from .transport import listeners, tls
 from .transport.accept import Acceptor, alpn_offered
 from .transport.admission import Admission
 from .transport.connection import Transport
 from .transport.deadlines import Deadlines
+from .transport.pool import ConnectionPool
 
 logger = logging.getLogger("lilush_http")
 
-# The OS thread's id even when monkeypatching made get_ident() per greenlet.
-thread_id = get_original("_thread", "get_ident")
-FIRST_REQUEST_GRACE = 1.0  # stopping: seconds a just-accepted connection gets to send its request
 DRAIN_IDLE = 1.0  # draining for a reload: seconds an idle keep-alive client gets to send one more request
 
 
@@ -78,6 +74,7 @@ class Server:
         self._direct = weakref.WeakKeyDictionary()  # sockets passed to process_request by callers
         self._websockets = websocket.Sessions()
         self._deadlines = Deadlines(self._connections, self._direct, tick=Deadlines.tick_for(self.cfg))
+        self._wind_down = WindDown(self._connections, self._admission, self._websockets, self._deadlines)
         self._acceptor = Acceptor(self, self._connections, self._admission, self._deadlines, self._websockets)
         self._supervisor = None  # a supervisor.Supervisor while serve() runs workers
         ensure_output(logger)
@@ -208,7 +205,7 @@ class Server:
 
     def _serve_on(self, listener, ready=None):
         """Accept on ``listener`` in this process until stopped."""
-        self._pool = Pool(self.cfg["connection_limit"])
+        self._pool = ConnectionPool(self.cfg["connection_limit"])
         self._websockets.use_pool(self._pool)
         self._acceptor.open(self._pool, listener)
         self._server = StreamServer(listener, self._acceptor.serve, spawn=self._pool)
@@ -263,36 +260,12 @@ class Server:
             listeners.stop_listening(self._listener)
         self._admission.stop()
         self._websockets.close_all()  # 1001 Going Away
-        self._wind_down(time.monotonic() + timeout, idle_grace, handing_over)
+        self._wind_down.run(self._server, self._listener, self._pool, time.monotonic() + timeout, idle_grace,
+                            handing_over)
         self._server = None
         logger.info("lilush_http stopped")
         self._stopped.set()
         self._remote_stop.done()
-
-    def _wind_down(self, deadline, idle_grace, handing_over):
-        """Until ``deadline``: accept what the kernel queued (unless ``handing_over``),
-        then close the listener; close idle connections (idle ``idle_grace`` seconds; one
-        waiting for its first request gets FIRST_REQUEST_GRACE); wait for every connection
-        to end. Then end sessions and whatever is left."""
-        server, listener = self._server, self._listener
-        while True:
-            now = time.monotonic()
-            for conn in list(self._connections):
-                # requests counts the head being waited for: 1 while waiting for the first
-                if conn.idle and now - conn.idle_since >= (idle_grace if conn.requests > 1 else FIRST_REQUEST_GRACE):
-                    conn.evict()
-            self._admission.cut_handshakes(older_than=FIRST_REQUEST_GRACE)
-            if server.started and (handing_over or now >= deadline or not listeners.queued(listener)):
-                server.close()  # nothing queued is left to be reset by the last close
-            if not server.started and self._pool.join(timeout=min(0.05, max(0, deadline - now))):
-                break
-            if now >= deadline:
-                break
-            if server.started:
-                gevent.sleep(0.01)
-        self._websockets.join(max(1.0, deadline - time.monotonic()))
-        self._pool.kill(block=True, timeout=1)
-        self._deadlines.stop()
 
     def drain(self):
         """Stop as for a reload (SIGQUIT in a worker): idle clients get DRAIN_IDLE seconds,
@@ -321,34 +294,3 @@ class Server:
             conn = self._direct[sock] = Transport(sock, client_ip=client_ip, sessions=None)
         self._deadlines.start()
         return conn
-
-
-class RemoteStop:
-    """stop() called from another thread than the serving one: the call is handed
-    to the serving thread's hub, and the caller waits until it is done."""
-
-    def __init__(self, stop):
-        self.thread = thread_id()
-        self.waiting = None  # (arguments, threading.Event) of the stop asked for
-        self.wakeup = gevent.get_hub().loop.async_()
-        self.wakeup.start(lambda: gevent.spawn(stop, *self.waiting[0]))
-
-    def elsewhere(self):
-        return self.thread != thread_id()
-
-    def request(self, timeout, idle_grace, drain_delay=0):
-        done = threading.Event()
-        self.waiting = ((timeout, idle_grace), done)
-        self.wakeup.send()
-        done.wait(timeout + drain_delay + 5)
-
-    def done(self):
-        """The stop finished (or serving ended): release a waiting caller."""
-        if self.waiting is not None:
-            self.waiting[1].set()
-            self.waiting = None
-
-    def close(self):
-        self.wakeup.stop()
-        self.wakeup.close()
-        self.done()

@@ -29,7 +29,7 @@ import requests
 import trustme
 
 from lilush_http import server
-from lilush_http.server import FIRST_REQUEST_GRACE
+from lilush_http.stopping import FIRST_REQUEST_GRACE
 from conftest import read_response, read_to_end
 
 OPENSSL = "/usr/bin/openssl"

@@ -102,6 +102,9 @@ def turn(stream, settings, count, redis):
         keep_alive = keep_alive and body.drain()
         if not keep_alive:
             conn.linger_on_close()  # closing: drain (bounded) so the response is not reset away
+    # The wait for the next request holds none of this one's bytes: a 64 KB body kept
+    # by each idle connection spreads the next requests over cold memory (measured).
+    stream.request = stream.body = None
     return ("keep-alive" if keep_alive else "close"), None
 
 
@@ -127,6 +130,8 @@ def error_reply(conn, status, message, head=False):
 def read_head(conn, idle_timeout, header_timeout, limits):
     """Read and parse the next request head; raises ConnectionEnded or RefusedHead."""
     buf = conn.begin_request()
+    if not buf and conn.requests == 1:  # a new connection: its request is mostly there already
+        buf = conn.arrived()
     if buf and buf[0] in CRLF:
         buf = skip_blank_lines(buf)
     if not buf or buf == b"\r":
@@ -210,8 +215,10 @@ class Http1Stream:
                                   request.headers.get("accept-encoding"), self.settings.compression)
         self.keep_alive = keep_alive
         # The next request waits complete in the buffer: this response may wait to leave with its own.
-        batch = keep_alive and self.served and conn.buf and find_head_end(conn.buf) >= 0
-        conn.send_batched(data, self.settings.cfg["response_send_timeout"], batch)
+        if keep_alive and self.served and conn.buf and find_head_end(conn.buf) >= 0:
+            conn.send_batched(data, self.settings.cfg["response_send_timeout"])
+        else:
+            conn.sendall(data, self.settings.cfg["response_send_timeout"])
         self.head_sent = True
         return len(data)
 

@@ -17,12 +17,17 @@ import socket
 import ssl
 import struct
 import time
+from functools import partial
 
 import _socket
+import gevent.socket
+import gevent.ssl
 from gevent import Timeout, get_hub
 from gevent.socket import wait_write
 
 RECV_SIZE = 65536
+# The read of a new request's first bytes: a 64 KB body arrives with its head in one read.
+REQUEST_READ_SIZE = 96 * 1024
 BLOCK_SIZE = 256 * 1024  # the largest single read of a body or a file, everywhere
 # "Nothing to read / no room to write yet": a plain socket's EAGAIN, or TLS wanting I/O.
 WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
@@ -35,6 +40,9 @@ BATCH_BYTES = 64 * 1024
 # Socket methods through which a handler may write on the connection itself: held responses go first.
 SOCKET_WRITES = frozenset(("send", "sendto", "sendmsg", "sendfile", "makefile", "fileno", "detach", "dup",
                            "shutdown"))
+# What the socket face forwards: the public attributes of a socket and of a TLS socket.
+SOCKET_ATTRIBUTES = sorted({name for kind in (socket.socket, ssl.SSLSocket, gevent.socket.socket, gevent.ssl.SSLSocket)
+                            for name in dir(kind) if not name.startswith("_")})
 
 monotonic = time.monotonic
 
@@ -73,9 +81,34 @@ class StreamFailed(Exception):
         self.started = started
 
 
+def forwarded(name):
+    """A property giving the socket's attribute ``name``; before a write on the
+    socket itself (SOCKET_WRITES), the responses held back are sent."""
+    if name in SOCKET_WRITES:
+        def socket_attribute(self):
+            self.flush()
+            return getattr(self.sock, name)
+    else:
+        def socket_attribute(self):
+            return getattr(self.sock, name)
+    return property(socket_attribute, doc="The socket's %s." % name)
+
+
+def forwarding(cls):
+    """Give ``cls`` a property for each public socket attribute it lacks. Explicit
+    properties, not ``__getattr__``: a class with ``__getattr__`` makes every attribute
+    lookup on its objects take the slow path (no specialization), on the hot path too."""
+    for name in SOCKET_ATTRIBUTES:
+        if not hasattr(cls, name):
+            setattr(cls, name, forwarded(name))
+    return cls
+
+
+@forwarding
 class SocketFace:
     """The socket face handlers see in ``ctx["client"]``: buffered bytes come first,
-    and a handler writing on the socket itself sends the held responses first."""
+    and a handler writing on the socket itself sends the held responses first.
+    Transport's own methods (``sendall``, ``close``) come before these in its MRO."""
 
     __slots__ = ()
 
@@ -97,31 +130,23 @@ class SocketFace:
             return size
         return self.sock.recv_into(buffer, nbytes, *flags)
 
-    def __getattr__(self, name):
-        if name in Transport.__slots__:  # a slot not set yet (never the socket's)
-            raise AttributeError(name)
-        if name in SOCKET_WRITES:
-            self.flush()  # a handler taking the socket over: the responses held go first
-        return getattr(self.sock, name)
-
 
 class Sending:
     """The writing half of a Transport: whole sends, batched pipelined responses, sendfile."""
 
     __slots__ = ()
 
-    def send_batched(self, data, timeout, batch):
-        """Send a complete response; with ``batch`` (the driver saw the next request
-        waiting complete in the buffer), hold it to leave in one write with the
-        responses that follow.
+    def send_batched(self, data, timeout):
+        """Hold a complete response (the driver saw the next request waiting complete
+        in the buffer) to leave in one write with the responses that follow; sent
+        now when the batch is full.
 
         Held responses go out, in order, with the next ``sendall``, before this
         connection waits to read, when the handler touches the socket, or, from
         a hub callback, as soon as this greenlet blocks (a slow handler in the
         middle of the batch does not delay the responses before it).
         """
-        if (batch and len(self.pending) < BATCH_RESPONSES
-                and self.pending_bytes + len(data) <= BATCH_BYTES):
+        if len(self.pending) < BATCH_RESPONSES and self.pending_bytes + len(data) <= BATCH_BYTES:
             self.pending.append(data)
             self.pending_bytes += len(data)
             if self.flush_soon is None:
@@ -262,19 +287,20 @@ class Receiving:
         if self.pending:
             self.flush(deadline - self.idle_since)
         try:
-            # A new connection reads once first: on a busy server its request has mostly
-            # arrived by the time its greenlet runs, and that saves it a turn of the hub
-            # behind every busy connection (issue 21); one failed read otherwise.
-            data = self._read_now() if self.requests == 1 else None  # counted in received
-            if data is not None:
-                return data
-            data = self._blocking(self._receive, RECV_SIZE, deadline, "keepalive timeout", False)
+            data = self._blocking(self._receive, REQUEST_READ_SIZE, deadline, "keepalive timeout", False)
         finally:
             self.phase = HEAD
         if not data:
             raise ConnectionEnded("keepalive timeout" if self.expired else "closed")
         self.received += len(data)
         return data
+
+    def arrived(self):
+        """The bytes of a request already there, read without waiting (b"" when none).
+        A new connection looks first: on a busy server its request has mostly arrived
+        by the time its greenlet runs, and that saves it a turn of the hub behind every
+        busy connection (issue 21), and the idle wait's set-up; one failed read otherwise."""
+        return self._read_now(REQUEST_READ_SIZE) or b""
 
     def receive(self, deadline, timeout_message, phase_started, size=RECV_SIZE):
         """Up to ``size`` bytes from the socket before ``deadline`` (ConnectionEnded
@@ -295,9 +321,12 @@ class Receiving:
     def starts_with(self, prefix, timeout):
         """Whether the first bytes the client sends are ``prefix`` (waiting up to
         ``timeout`` for enough of them); they stay in the buffer for the driver."""
-        deadline = monotonic() + timeout
-        while len(self.buf) < len(prefix) and prefix.startswith(self.buf):
-            self.buf += self.receive_idle(deadline)
+        if not self.buf:
+            self.buf = self.arrived()
+        if len(self.buf) < len(prefix) and prefix.startswith(self.buf):
+            deadline = monotonic() + timeout
+            while len(self.buf) < len(prefix) and prefix.startswith(self.buf):
+                self.buf += self.receive_idle(deadline)
         return self.buf.startswith(prefix)
 
     def read_some(self, size, timeout):
@@ -310,6 +339,11 @@ class Receiving:
         ``wait`` seconds passed without any."""
         if self.closed:  # the handler closed ctx["client"]
             return b""
+        if wait is None:  # no deadline: no Timeout to make
+            try:
+                return self._receive(RECV_SIZE) or b""
+            except (OSError, ValueError):
+                return b""
         data = None
         with Timeout(wait, False):
             try:
@@ -317,26 +351,6 @@ class Receiving:
             except (OSError, ValueError):
                 data = b""
         return data
-
-    def _recv_when_readable(self, size):
-        """Wait until the socket is readable, then read: one read call, where
-        gevent's recv would try one that fails first. OpenSSL reads one record at
-        a time, so with nothing decrypted pending the descriptor tells the truth."""
-        sock = self.sock
-        event = self.readable_event
-        try_recv = self.try_recv
-        pending = self.tls_pending
-        while True:
-            if pending is None or not pending():
-                sock._wait(event)
-            try:
-                return try_recv(size)
-            except BlockingIOError:
-                continue
-            except ssl.SSLWantReadError:
-                continue
-            except ssl.SSLWantWriteError:
-                sock._wait(sock._write_event)
 
     def _read_now(self, size=RECV_SIZE):
         """What a non-blocking read finds: bytes, or None when it would have to wait.
@@ -372,7 +386,7 @@ class Receiving:
             self.deadline = 0.0
 
 
-class Transport(SocketFace, Receiving, Sending):
+class Transport(Receiving, Sending, SocketFace):
     """A client socket with the buffer that makes pipelining and proxying safe.
 
     ``client_ip`` (after the PROXY header), ``sessions`` (the server's
@@ -380,14 +394,15 @@ class Transport(SocketFace, Receiving, Sending):
     construction; other modules change its state through its methods only.
     """
 
-    __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni", "alpn",
+    __slots__ = ("sock", "try_recv", "try_send", "tls", "sni", "alpn",
                  "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
                  "deadline", "expiry_how", "expired", "taken_over", "sessions", "answer", "received",
                  "pending", "pending_bytes", "flush_soon", "_receive")
 
     def __init__(self, sock, sni=None, tls=False, client_ip=None, sessions=None, alpn=None):
         self.sock = sock
-        sock.settimeout(None)  # waits are bounded by deadlines (deadlines.py), not socket timers
+        if getattr(sock, "timeout", None) is not None:  # accepted sockets come without one
+            sock.settimeout(None)  # waits are bounded by deadlines (deadlines.py), not socket timers
         self.deadline = 0.0  # monotonic time by which the current wait must end; 0: none
         self.expiry_how = socket.SHUT_RD
         self.expired = False
@@ -399,12 +414,13 @@ class Transport(SocketFace, Receiving, Sending):
         self.try_send = getattr(under, "write" if tls else "send", None)
         # gevent's read watcher, to wait on the descriptor without a failed read first;
         # a TLS connection also asks OpenSSL whether it holds decrypted bytes already.
-        self.readable_event = (getattr(sock, "_read_event", None)
-                               if self.try_recv is not None and hasattr(sock, "_wait") else None)
-        self.tls_pending = getattr(under, "pending", None) if tls else None
+        readable_event = (getattr(sock, "_read_event", None)
+                          if self.try_recv is not None and hasattr(sock, "_wait") else None)
         # Wait until readable, then read once: a client has rarely sent its next bytes
         # the instant we look (measured), so a read first, as gevent's recv tries, mostly fails.
-        self._receive = self._recv_when_readable if self.readable_event is not None else sock.recv
+        self._receive = (sock.recv if readable_event is None else
+                         partial(recv_when_readable, sock, readable_event, self.try_recv,
+                                 getattr(under, "pending", None) if tls else None))
         self.tls = tls
         self.sni = sni
         self.alpn = alpn
@@ -576,6 +592,25 @@ class Transport(SocketFace, Receiving, Sending):
 
 
 Connection = Transport  # the name tests and older code use
+
+
+def recv_when_readable(sock, event, try_recv, pending, size):
+    """Wait until the socket is readable, then read: one read call, where gevent's
+    recv would try one that fails first. OpenSSL reads one record at a time, so with
+    nothing decrypted ``pending`` the descriptor tells the truth. (A function, bound
+    with partial: a bound method kept on the Transport would make it a reference
+    cycle, left to the garbage collector, with its socket, at every close.)"""
+    while True:
+        if pending is None or not pending():
+            sock._wait(event)
+        try:
+            return try_recv(size)
+        except BlockingIOError:
+            continue
+        except ssl.SSLWantReadError:
+            continue
+        except ssl.SSLWantWriteError:
+            sock._wait(sock._write_event)
 
 
 def shutdown(sock, how):

@@ -16,7 +16,7 @@ from .connection import monotonic
 
 class Deadlines:
     """Expires the connections, of the collections it is given, that are past
-    their deadline; runs while any of them holds a connection."""
+    their deadline; runs while any of them holds a connection (checked each tick)."""
 
     def __init__(self, *collections, tick=0.5):
         self.collections = collections  # sets of connections, or mappings whose values are connections
@@ -45,9 +45,14 @@ class Deadlines:
             self._greenlet = None
 
     def _run(self):
+        # It looks after a tick, and ends only when a tick finds no connection: a
+        # connection's greenlet runs before this one, and a watcher that looked first
+        # would find it gone and end, to be spawned again for the next connection.
         try:
-            while any(self.collections):
+            while True:
                 gevent.sleep(self.tick)
+                if not any(self.collections):
+                    break
                 now = monotonic()
                 for collection in self.collections:
                     conns = collection.values() if hasattr(collection, "values") else collection
