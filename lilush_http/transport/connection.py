@@ -19,8 +19,10 @@ import struct
 import time
 
 import _socket
-from gevent import Timeout, get_hub
+from gevent import get_hub
 from gevent.socket import wait_write
+
+from .alarm import Rang
 
 RECV_SIZE = 65536
 BLOCK_SIZE = 256 * 1024  # the largest single read of a body or a file, everywhere
@@ -305,18 +307,17 @@ class Receiving:
         the buffer first), waiting at most ``timeout`` seconds."""
         return self.receive(monotonic() + timeout, "request body timeout", True, size)
 
-    def read_available(self, wait):
+    def read_available(self, deadline, alarm):
         """For a session (WebSocket): bytes; b"" when the peer is gone; None when
-        ``wait`` seconds passed without any."""
+        ``deadline`` passed without any (``alarm``, the session's, wakes the wait)."""
         if self.closed:  # the handler closed ctx["client"]
             return b""
-        data = None
-        with Timeout(wait, False):
-            try:
-                data = self._receive(RECV_SIZE) or b""
-            except (OSError, ValueError):
-                data = b""
-        return data
+        try:
+            return alarm.wait(self._receive, RECV_SIZE, deadline) or b""
+        except Rang:
+            return None
+        except (OSError, ValueError):
+            return b""
 
     def _recv_when_readable(self, size):
         """Wait until the socket is readable, then read: one read call, where
