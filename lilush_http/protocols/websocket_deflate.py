@@ -97,10 +97,11 @@ class DeflateFrames:
             return CLOSE, (int(code), reason)
         if kind == PING or kind == PONG:
             return kind, bytes(frame.payload)
-        self._size += len(frame.payload)
+        payload = frame.payload
+        self._size += len(payload.encode("utf-8")) if kind == TEXT else len(payload)  # bytes, as without deflate
         if self._size > self.max_message_size:
             return FAILED, (MESSAGE_TOO_BIG, "message over %d bytes" % self.max_message_size)
-        self._parts.append(frame.payload)
+        self._parts.append(payload)
         if not frame.message_finished:
             return None
         message = ("" if kind == TEXT else b"").join(self._parts)

@@ -32,7 +32,7 @@ except ImportError:  # websockets not installed, or without its C extension
     apply_mask = None
 
 
-def xor_mask(data, key):
+def python_xor_mask(data, key):
     """``data`` XOR the 4-byte ``key`` repeated (masking and unmasking are the same)."""
     size = len(data)
     if not size:
@@ -41,9 +41,7 @@ def xor_mask(data, key):
     return (int.from_bytes(data, "little") ^ int.from_bytes(repeated[:size], "little")).to_bytes(size, "little")
 
 
-if apply_mask is not None:
-    def xor_mask(data, key):  # noqa: F811 (the C version, same results)
-        return apply_mask(data, key)
+xor_mask = apply_mask if apply_mask is not None else python_xor_mask  # the C one gives the same bytes
 
 
 class Failed(Exception):
