@@ -312,12 +312,21 @@ class Receiving:
         ``deadline`` passed without any (``alarm``, the session's, wakes the wait)."""
         if self.closed:  # the handler closed ctx["client"]
             return b""
+        data = None
         try:
-            return alarm.wait(self._receive, RECV_SIZE, deadline) or b""
+            if self.read_filled and self.try_recv is not None:
+                try:  # the last read filled its buffer: the rest is most likely there already
+                    data = self.try_recv(RECV_SIZE)
+                except WOULD_BLOCK:
+                    pass
+            if data is None:
+                data = alarm.wait(self._receive, RECV_SIZE, deadline)
         except Rang:
             return None
         except (OSError, ValueError):
             return b""
+        self.read_filled = len(data) == RECV_SIZE
+        return data
 
     def _recv_when_readable(self, size):
         """Wait until the socket is readable, then read: one read call, where
@@ -384,7 +393,7 @@ class Transport(SocketFace, Receiving, Sending):
     __slots__ = ("sock", "try_recv", "try_send", "readable_event", "tls_pending", "tls", "sni", "alpn",
                  "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
                  "deadline", "expiry_how", "expired", "taken_over", "sessions", "answer", "received",
-                 "pending", "pending_bytes", "flush_soon", "_receive")
+                 "pending", "pending_bytes", "flush_soon", "_receive", "read_filled")
 
     def __init__(self, sock, sni=None, tls=False, client_ip=None, sessions=None, alpn=None):
         self.sock = sock
@@ -424,6 +433,7 @@ class Transport(SocketFace, Receiving, Sending):
         self.taken_over = None  # once the connection speaks another protocol: its session
         self.answer = None  # (status, size) a handler answering on the socket itself reported
         self.received = 0  # bytes read and not yet counted by metrics
+        self.read_filled = False  # a session's last read filled RECV_SIZE (read_available)
 
     # -- state changes other modules ask for -------------------------------------
 
