@@ -9,35 +9,30 @@ In a handler::
         ws.send(message)
     return None, None, None
 
-Frames are parsed and built by wsproto (sans-I/O); this module does the I/O,
-the limits and the keep-alive pings. An upgraded connection leaves the
+Frames are parsed and built sans-I/O: by websocket_frames.py, or by wsproto
+(websocket_deflate.py) when permessage-deflate was negotiated; this module does
+the I/O, the closing handshake and the keep-alive pings. Its waits share one
+Alarm (transport/alarm.py), so a message costs no timer. An upgraded connection leaves the
 keep-alive loop and gives its ``connection_limit`` slot back: sessions count
 against ``websocket.session_limit`` instead, so idle sockets never keep plain
 HTTP out. The server closes open sessions with 1001 when it stops.
-
-When the ``websockets`` package is installed, its C XOR unmasks client frames
-(wsproto's pure-Python unmasking of a 64 KB message costs about 150 times more).
 """
 
 import base64
 import binascii
-import zlib
 from collections import deque
 
 import gevent
 from gevent.event import Event
 from gevent.lock import Semaphore
-from wsproto.connection import SERVER, ConnectionState
-from wsproto.connection import Connection as Protocol
-from wsproto.events import CloseConnection, Message, Ping
-from wsproto.extensions import PerMessageDeflate
-from wsproto import frame_protocol
-from wsproto.frame_protocol import CloseReason
 from wsproto.utilities import generate_accept_token
 
 from .. import metrics
 from ..response import date_lines, render, status_line
+from ..transport.alarm import Alarm
 from ..transport.connection import ConnectionEnded, monotonic
+from .websocket_deflate import BoundedDeflate, DeflateFrames
+from .websocket_frames import BINARY, CLOSE, FAILED, PING, TEXT, Frames
 
 NORMAL = 1000
 GOING_AWAY = 1001
@@ -146,49 +141,6 @@ def _refuse(conn, status, message):
     conn.report_answer(status, len(data))
 
 
-try:
-    from websockets.speedups import apply_mask
-except ImportError:  # websockets not installed, or without its C extension
-    apply_mask = None
-
-
-class FastMasker(frame_protocol.XorMaskerSimple):
-    """wsproto's unmasking (same results, key rotation across reads) by the C
-    ``apply_mask`` of the websockets package."""
-
-    def process(self, data):
-        if not data:
-            return bytearray()
-        key = self._masking_key
-        rotation = len(data) % 4
-        self._masking_key = key[rotation:] + key[:rotation]
-        return bytearray(apply_mask(data, bytes(key)))
-
-
-if apply_mask is not None:
-    frame_protocol.XorMaskerSimple = FastMasker
-
-
-class BoundedDeflate(PerMessageDeflate):
-    """permessage-deflate whose inflation of one read stops just past the message
-    limit, so a small compressed frame cannot inflate to gigabytes (close 1009)."""
-
-    def __init__(self, limit):
-        super().__init__()
-        self.limit = limit
-
-    def frame_inbound_payload_data(self, proto, data):
-        if not self._inbound_compressed or not self._inbound_is_compressible:
-            return data
-        try:
-            out = self._decompressor.decompress(bytes(data), self.limit + 1)
-        except zlib.error:
-            return CloseReason.INVALID_FRAME_PAYLOAD_DATA
-        if self._decompressor.unconsumed_tail:
-            return CloseReason.MESSAGE_TOO_BIG
-        return out
-
-
 class WebSocket:
     """One upgraded connection. ``receive()``, ``send()``, ``ping()``, ``close()``,
     ``closed``, ``close_code``; iterating gives the messages until the close."""
@@ -204,11 +156,13 @@ class WebSocket:
         self._cfg = cfg
         trailing = conn.hand_over(self)  # the bytes the client sent after its handshake
         self.bytes_received = len(trailing)
-        self._proto = Protocol(SERVER, [extension] if extension is not None else None, trailing)
+        limit = cfg["max_message_size"]
+        # The frame codec: the lean one, or wsproto's when an extension was negotiated.
+        self._frames = Frames(limit, trailing) if extension is None else DeflateFrames(limit, trailing, extension)
+        self._close_sent = False
+        self._alarm = Alarm()  # wakes this session's reads at their deadline
         self._lock = Semaphore()  # one writer at a time (the reader answers pings too)
         self._messages = deque()
-        self._parts = []
-        self._size = 0
         self._reader = None  # the greenlet inside receive() or close()
         self._heard = self.started  # when the peer last sent anything
         self._pinged = None  # when the keep-alive ping still awaiting an answer left
@@ -233,7 +187,7 @@ class WebSocket:
                     if now >= deadline:
                         return None
                     wait = min(wait, deadline - now)
-                self._feed(self._read(wait))
+                self._feed(self.conn.read_available(now + wait, self._alarm))
             return self._messages.popleft()
         finally:
             self._reader = None
@@ -261,12 +215,8 @@ class WebSocket:
         self.ping()
         return cfg["pong_timeout"]
 
-    def _read(self, wait):
-        """Bytes from the peer; b"" when it is gone, None when ``wait`` seconds passed."""
-        return self.conn.read_available(wait)
-
     def _feed(self, data):
-        """Hand bytes read (b"": end of stream, None: nothing) to wsproto and act on its events."""
+        """Hand bytes read (b"": end of stream, None: nothing) to the frame codec and act on its events."""
         if data is None:
             return
         if not data:
@@ -276,39 +226,24 @@ class WebSocket:
             return
         self.bytes_received += len(data)
         self._heard = monotonic()
-        proto = self._proto
-        proto.receive_data(data)
+        frames = self._frames
         out = b""
-        for event in proto.events():
-            if isinstance(event, Message):
-                self._size += len(event.data)
-                if self._size > self._cfg["max_message_size"]:
-                    self._fail(MESSAGE_TOO_BIG, "message over %d bytes" % self._cfg["max_message_size"])
-                    return
-                if not event.message_finished:
-                    self._parts.append(event.data)
-                    continue
-                if self._parts:
-                    self._parts.append(event.data)
-                    message = ("" if isinstance(event.data, str) else b"").join(self._parts)
-                    self._parts = []
-                else:
-                    message = event.data if isinstance(event.data, str) else bytes(event.data)
-                self._size = 0
-                self._messages.append(message)
-            elif isinstance(event, Ping):
-                out += proto.send(event.response())
-            elif isinstance(event, CloseConnection):
-                if proto.state is ConnectionState.OPEN:  # wsproto found a protocol violation
-                    self._fail(int(event.code), event.reason)
-                    return
+        for kind, value in frames.receive(data):
+            if kind == BINARY or kind == TEXT:
+                self._messages.append(value)
+            elif kind == PING:
+                if not self._close_sent:
+                    out += frames.pong(value)
+            elif kind == CLOSE:
                 if self.close_code is None:
-                    self.close_code, self.close_reason = int(event.code), event.reason
-                if proto.state is ConnectionState.REMOTE_CLOSING:
-                    out += proto.send(event.response())
+                    self.close_code, self.close_reason = value
                 if out:
                     self._write(out)
+                self._send_close(*value)  # the answer, unless this was the answer to ours
                 self._finish()
+                return
+            elif kind == FAILED:  # a protocol violation or a limit
+                self._fail(*value)
                 return
             # A Pong needs nothing: any bytes from the peer count as a sign of life.
         if out:
@@ -320,15 +255,15 @@ class WebSocket:
         """Send ``str`` as a text message, ``bytes`` as binary: (True, None), or
         (None, err) when the session is closed or the peer stopped reading for
         ``websocket.send_timeout``."""
-        if self.closed or self._proto.state is not ConnectionState.OPEN:
+        if self.closed or self._close_sent:
             return None, "closed"
-        return self._write(self._proto.send(Message(data=message)))
+        return self._write(self._frames.message(message))
 
     def ping(self, payload=b""):
         """Send a ping (the peer answers with a pong): (True, None) or (None, err)."""
-        if self.closed or self._proto.state is not ConnectionState.OPEN:
+        if self.closed or self._close_sent:
             return None, "closed"
-        return self._write(self._proto.send(Ping(payload=payload)))
+        return self._write(self._frames.ping(payload))
 
     def _write(self, data):
         with self._lock:
@@ -352,10 +287,9 @@ class WebSocket:
         receiver sees the answer (or the cut at the deadline)."""
         if self.closed:
             return
-        if self._proto.state is ConnectionState.OPEN:
-            if self.close_code is None:
-                self.close_code, self.close_reason = code, reason
-            self._write(self._proto.send(CloseConnection(code=code, reason=reason)))
+        if not self._close_sent and self.close_code is None:
+            self.close_code, self.close_reason = code, reason
+        self._send_close(code, reason)
         reader = self._reader
         if reader is not None and reader is not gevent.getcurrent():
             gevent.spawn_later(self._cfg["close_timeout"], self._cut)
@@ -364,8 +298,7 @@ class WebSocket:
         self._reader = gevent.getcurrent()
         try:
             while not self.closed:
-                left = deadline - monotonic()
-                data = self._read(left) if left > 0 else None
+                data = self.conn.read_available(deadline, self._alarm) if monotonic() < deadline else None
                 if data is None:
                     break
                 self._feed(data)
@@ -378,9 +311,14 @@ class WebSocket:
         """A protocol violation or a limit: send the close frame with ``code`` and end."""
         if self.close_code is None:
             self.close_code, self.close_reason = code, reason
-        if self._proto.state is ConnectionState.OPEN:
-            self._write(self._proto.send(CloseConnection(code=code, reason=reason)))
+        self._send_close(code, reason)
         self._finish()
+
+    def _send_close(self, code, reason):
+        """Our close frame, once per session."""
+        if not self._close_sent:
+            self._close_sent = True
+            self._write(self._frames.close(code, reason))
 
     def _cut(self):
         if not self.closed:
@@ -394,6 +332,7 @@ class WebSocket:
             return
         self.closed = True
         self.close_code = self.close_code or ABNORMAL
+        self._alarm.cancel()
         self.conn.linger_on_close()
         self.conn.close()
         sessions = getattr(self.conn, "sessions", None)

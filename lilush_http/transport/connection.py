@@ -22,8 +22,10 @@ from functools import partial
 import _socket
 import gevent.socket
 import gevent.ssl
-from gevent import Timeout, get_hub
+from gevent import get_hub
 from gevent.socket import wait_write
+
+from .alarm import Rang
 
 RECV_SIZE = 65536
 # The read of a new request's first bytes: a 64 KB body arrives with its head in one read.
@@ -334,22 +336,25 @@ class Receiving:
         the buffer first), waiting at most ``timeout`` seconds."""
         return self.receive(monotonic() + timeout, "request body timeout", True, size)
 
-    def read_available(self, wait):
+    def read_available(self, deadline, alarm):
         """For a session (WebSocket): bytes; b"" when the peer is gone; None when
-        ``wait`` seconds passed without any."""
+        ``deadline`` passed without any (``alarm``, the session's, wakes the wait)."""
         if self.closed:  # the handler closed ctx["client"]
             return b""
-        if wait is None:  # no deadline: no Timeout to make
-            try:
-                return self._receive(RECV_SIZE) or b""
-            except (OSError, ValueError):
-                return b""
         data = None
-        with Timeout(wait, False):
-            try:
-                data = self._receive(RECV_SIZE) or b""
-            except (OSError, ValueError):
-                data = b""
+        try:
+            if self.read_filled and self.try_recv is not None:
+                try:  # the last read filled its buffer: the rest is most likely there already
+                    data = self.try_recv(RECV_SIZE)
+                except WOULD_BLOCK:
+                    pass
+            if data is None:
+                data = alarm.wait(self._receive, RECV_SIZE, deadline)
+        except Rang:
+            return None
+        except (OSError, ValueError):
+            return b""
+        self.read_filled = len(data) == RECV_SIZE
         return data
 
     def _read_now(self, size=RECV_SIZE):
@@ -397,7 +402,7 @@ class Transport(Receiving, Sending, SocketFace):
     __slots__ = ("sock", "try_recv", "try_send", "tls", "sni", "alpn",
                  "buf", "phase", "idle_since", "requests", "close_requested", "client_ip", "linger", "closed",
                  "deadline", "expiry_how", "expired", "taken_over", "sessions", "answer", "received",
-                 "pending", "pending_bytes", "flush_soon", "_receive")
+                 "pending", "pending_bytes", "flush_soon", "_receive", "read_filled")
 
     def __init__(self, sock, sni=None, tls=False, client_ip=None, sessions=None, alpn=None):
         self.sock = sock
@@ -439,6 +444,7 @@ class Transport(Receiving, Sending, SocketFace):
         self.taken_over = None  # once the connection speaks another protocol: its session
         self.answer = None  # (status, size) a handler answering on the socket itself reported
         self.received = 0  # bytes read and not yet counted by metrics
+        self.read_filled = False  # a session's last read filled RECV_SIZE (read_available)
 
     # -- state changes other modules ask for -------------------------------------
 
