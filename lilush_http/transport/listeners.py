@@ -22,8 +22,17 @@ logger = logging.getLogger("lilush_http")
 
 SD_LISTEN_FDS_START = 3  # systemd passes the sockets from descriptor 3 on
 SO_ATTACH_FILTER = getattr(socket, "SO_ATTACH_FILTER", 26)  # Linux
-# A classic BPF program of one instruction, "return 0": every packet is dropped.
-DROP_ALL = ctypes.create_string_buffer(struct.pack("HBBI", 0x06, 0, 0, 0))  # BPF_RET | BPF_K, k = 0
+# A classic BPF program on the listener: a segment without ACK (a new client's SYN) is
+# dropped; the rest passes, so a handshake already begun completes into the accept queue
+# (dropping its final ACK too left the client connected to nothing, then reset at close).
+# The listener's filter sees the TCP header at offset 0; byte 13 holds the flags.
+DROP_NEW_CONNECTIONS = (
+    (0x30, 0, 0, 13),  # BPF_LD | BPF_B | BPF_ABS: the flags byte
+    (0x45, 0, 1, 0x10),  # BPF_JMP | BPF_JSET | BPF_K: ACK set? the next one, else skip it
+    (0x06, 0, 0, 0xFFFFFFFF),  # BPF_RET | BPF_K: the whole segment passes
+    (0x06, 0, 0, 0),  # BPF_RET | BPF_K: dropped
+)
+FILTER = ctypes.create_string_buffer(b"".join(struct.pack("HBBI", *op) for op in DROP_NEW_CONNECTIONS))
 TCP_INFO_SIZE = 136
 ACCEPT_QUEUE = struct.Struct("24xI")  # tcpi_unacked: of a listener, its accept queue
 
@@ -67,13 +76,13 @@ def reserve_descriptors(connection_limit):
 
 def stop_listening(sock):
     """Have the kernel answer no new connection attempt on the TCP listener ``sock``,
-    in every process sharing it at once, while the connections it already queued
-    stay to be accepted: a filter that drops every packet arriving on it, so a new
-    client's SYN goes unanswered and its retry finds the port closed (refused).
+    in every process sharing it at once, while the connections it already queued, or
+    is completing, stay to be accepted: a filter that drops the SYNs arriving on it, so
+    a new client's SYN goes unanswered and its retry finds the port closed (refused).
     True when done (Linux), False otherwise."""
     if sock.family not in (socket.AF_INET, socket.AF_INET6):
         return False
-    program = struct.pack("HL", 1, ctypes.addressof(DROP_ALL))  # struct sock_fprog
+    program = struct.pack("HL", len(DROP_NEW_CONNECTIONS), ctypes.addressof(FILTER))  # struct sock_fprog
     try:
         sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, program)
     except (OSError, ValueError):
